@@ -1,0 +1,1 @@
+"""The event-store port (``runtime.store.port``) and its adapters, one module per technology."""

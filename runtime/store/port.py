@@ -1,0 +1,242 @@
+"""The event-store port: what Baton needs from any store, whatever the technology.
+
+The store is the source of truth and the outbox. Events live in streams identified by
+``(tenant_id, stream)``; a stream's events have gapless versions 1, 2, 3, ... Every
+event also gets a global ``position``: positions increase with commit order as seen by
+readers, and ``read_all`` never lets a reader pass a position that a slower append will
+fill later.
+
+Adapters (``runtime.store.sqlite``, ``runtime.store.mongodb``) implement ``EventStore``
+and ``ViewStore`` and pass the shared contract suite in ``tests/store/contract.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+class StoreError(Exception):
+    """Base of every error a store raises on purpose."""
+
+
+class WrongExpectedVersion(StoreError):
+    """An append expected a stream version other than the stream's actual one.
+
+    Nothing was written. The caller re-reads the stream, decides again and retries.
+    """
+
+    def __init__(self, tenant_id: str, stream: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"stream {tenant_id}/{stream}: expected version {expected}, actual {actual}"
+        )
+        self.tenant_id = tenant_id
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class DuplicateEventId(StoreError):
+    """Some (not all) of the appended event ids already exist, or exist in another stream."""
+
+
+class ViewConflict(StoreError):
+    """A view document was saved by someone else since it was loaded (compare-and-set lost)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append. ``data`` and ``metadata`` are stored verbatim, byte for byte.
+
+    ``data`` is the encoded payload; ``metadata`` the encoded rest of the envelope
+    (occurred-at, actor, correlation and causation ids, trace context, customer id).
+    The store never re-encodes them, so a hash over the stored bytes stays valid.
+    """
+
+    event_id: UUID
+    event_type: str
+    schema_version: int
+    data: bytes
+    metadata: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored: a ``NewEvent`` plus where and when it was recorded."""
+
+    tenant_id: str
+    stream: str
+    version: int
+    position: int
+    event_id: UUID
+    event_type: str
+    schema_version: int
+    data: bytes
+    metadata: bytes
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where an append landed: the stream's versions and global positions it took."""
+
+    first_version: int
+    last_version: int
+    positions: tuple[int, ...] = field(default_factory=tuple)
+    duplicate: bool = False
+    """True when every event id had been appended before: nothing new was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class ViewDoc:
+    """One document of a service's view, with the version it was saved at."""
+
+    key: str
+    version: int
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedMessage:
+    """A message a consumer gave up on after its attempts: kept for an operator."""
+
+    consumer: str
+    event_id: str
+    tenant_id: str
+    stream: str
+    version: int
+    subject: str
+    attempts: int
+    error: str
+    parked_at: datetime
+
+
+class EventStore(abc.ABC):
+    """Append-only, per-stream optimistic concurrency, global order, outbox marks."""
+
+    @abc.abstractmethod
+    async def append(
+        self,
+        tenant_id: str,
+        stream: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+    ) -> AppendResult:
+        """Append ``events`` atomically (all or none) if the stream is at ``expected_version``.
+
+        ``expected_version`` 0 means the stream must not exist yet. Raises
+        ``WrongExpectedVersion`` on a conflict. Re-appending events whose ids are all
+        already in this stream, in this order, succeeds with ``duplicate=True`` and
+        writes nothing (an idempotent retry). Raises ``DuplicateEventId`` when only some
+        ids exist or they exist elsewhere. ``events`` must not be empty.
+        """
+
+    @abc.abstractmethod
+    async def read_stream(
+        self,
+        tenant_id: str,
+        stream: str,
+        after_version: int = 0,
+        until_version: int | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of one stream with ``after_version < version <= until_version``, in order.
+
+        The cost depends on the events returned, not on the size of the store.
+        """
+
+    @abc.abstractmethod
+    async def stream_version(self, tenant_id: str, stream: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+
+    @abc.abstractmethod
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Events of every stream with ``position > after_position``, in position order.
+
+        Never returns an event at position p while an append that will commit at a
+        position below p is still in flight: readers that resume from the last position
+        they saw never skip an event.
+        """
+
+    @abc.abstractmethod
+    async def unpublished(self, limit: int = 500) -> list[RecordedEvent]:
+        """Events not yet marked published, oldest position first (the outbox)."""
+
+    @abc.abstractmethod
+    async def mark_published(self, event_ids: Sequence[UUID]) -> None:
+        """Record that these events were acknowledged by the bus. Idempotent."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class ViewStore(abc.ABC):
+    """A service's own documents (its views and checkpoints), saved by compare-and-set.
+
+    Views are keyed by ``(view, tenant_id, key)``. ``save`` succeeds only if the
+    document is still at ``expected_version`` (0: must not exist), so two consumers
+    applying the same event cannot both apply it.
+    """
+
+    @abc.abstractmethod
+    async def load(self, view: str, tenant_id: str, key: str) -> ViewDoc | None:
+        """The document, or None when it was never saved."""
+
+    @abc.abstractmethod
+    async def save(
+        self,
+        view: str,
+        tenant_id: str,
+        key: str,
+        doc: dict[str, Any],
+        version: int,
+        expected_version: int,
+    ) -> None:
+        """Save ``doc`` at ``version`` if the stored version is ``expected_version``.
+
+        Raises ``ViewConflict`` otherwise; nothing is written then.
+        """
+
+    @abc.abstractmethod
+    async def find(
+        self, view: str, tenant_id: str, field_name: str, value: Any, limit: int = 1000
+    ) -> list[ViewDoc]:
+        """Documents of a view whose top-level ``field_name`` equals ``value``."""
+
+    @abc.abstractmethod
+    async def count(self, view: str, tenant_id: str | None = None) -> int:
+        """How many documents a view holds (for one tenant, or all)."""
+
+    @abc.abstractmethod
+    async def drop(self, view: str) -> None:
+        """Delete every document of a view (before a rebuild)."""
+
+    @abc.abstractmethod
+    async def park(self, message: ParkedMessage) -> None:
+        """Keep a message a consumer gave up on. Parking the same (consumer, event) twice
+        keeps one record with the latest attempt count and error."""
+
+    @abc.abstractmethod
+    async def parked(self, consumer: str | None = None, limit: int = 1000) -> list[ParkedMessage]:
+        """Parked messages, oldest first, for one consumer or all."""
+
+    @abc.abstractmethod
+    async def unpark(self, consumer: str, event_id: str) -> None:
+        """Forget a parked message (after an operator replayed it)."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
