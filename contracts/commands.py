@@ -32,8 +32,14 @@ class OpenContact(Command):
         frozen=True,
         extra="forbid",
         json_schema_extra={
-            "examples": [{"contact_id": "c-1001", "agent_id": "alice", "channel": "phone",
-                          "subject": "Invoice shows a double charge"}]
+            "examples": [
+                {
+                    "contact_id": "c-1001",
+                    "agent_id": "alice",
+                    "channel": "phone",
+                    "subject": "Invoice shows a double charge",
+                }
+            ]
         },
     )
 
@@ -134,4 +140,3 @@ COMMAND_TYPES: dict[str, type[Command]] = {
     )
 }
 """Every command by name."""
-

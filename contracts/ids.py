@@ -19,7 +19,9 @@ EntityId = Annotated[
 ]
 """The id of a customer, agent, contact, hand-off, promise or escalation."""
 
-NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=20_000, strip_whitespace=True)]
+NonEmptyText = Annotated[
+    str, StringConstraints(min_length=1, max_length=20_000, strip_whitespace=True)
+]
 """Free text that must say something (a note, a recap, a resolution)."""
 
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]

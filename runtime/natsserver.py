@@ -116,13 +116,19 @@ def start_nats(
         stderr=log,
         env={**os.environ},
     )
-    server = NatsServer(process, f"nats://{host}:{port}", f"http://{host}:{monitor_port}", config_path)
+    server = NatsServer(
+        process, f"nats://{host}:{port}", f"http://{host}:{monitor_port}", config_path
+    )
     deadline = time.monotonic() + ready_timeout
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"nats-server exited with {process.returncode} (config {config_path})")
+            raise RuntimeError(
+                f"nats-server exited with {process.returncode} (config {config_path})"
+            )
         try:
-            with urllib.request.urlopen(f"{server.monitor_url}/healthz?js-enabled-only=true", timeout=1) as r:
+            with urllib.request.urlopen(
+                f"{server.monitor_url}/healthz?js-enabled-only=true", timeout=1
+            ) as r:
                 if r.status == 200:
                     return server
         except OSError:

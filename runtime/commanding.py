@@ -1,0 +1,92 @@
+"""Run a command against one stream: read, fold, decide, append with optimistic
+concurrency, retry a lost race a bounded number of times, then publish.
+
+The decision itself is a pure function supplied by the service's domain module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+from uuid import UUID
+
+from contracts.envelope import EventEnvelope
+from contracts.errors import RuleViolation
+from contracts.events import Event
+from runtime.events import EventContext, encode_event, payload_of, to_envelope
+from runtime.store.port import EventStore, RecordedEvent, WrongExpectedVersion
+
+S = TypeVar("S")
+
+Fold = Callable[[S, EventEnvelope, Event], S]
+Decide = Callable[[S], Sequence[tuple[UUID, Event]]]
+AfterAppend = Callable[[Sequence[RecordedEvent]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome(Generic[S]):
+    """The state after the command and the events it recorded (empty: nothing to do)."""
+
+    state: S
+    recorded: tuple[RecordedEvent, ...]
+
+
+class ConcurrencyExhausted(RuleViolation):
+    """Other writers kept changing the stream; the caller may retry later."""
+
+    def __init__(self, stream: str, attempts: int) -> None:
+        super().__init__(
+            "conflict",
+            "concurrent_modification",
+            f"{stream} changed concurrently {attempts} times in a row; retry the request",
+        )
+
+
+async def load(
+    store: EventStore, tenant_id: str, stream: str, initial: S, fold: Fold[S]
+) -> tuple[S, int]:
+    """Fold a whole stream into state; returns the state and the stream version."""
+    state, version = initial, 0
+    for record in await store.read_stream(tenant_id, stream):
+        envelope = to_envelope(record)
+        state = fold(state, envelope, payload_of(envelope))
+        version = record.version
+    return state, version
+
+
+async def execute(
+    store: EventStore,
+    tenant_id: str,
+    stream: str,
+    *,
+    initial: S,
+    fold: Fold[S],
+    decide: Decide[S],
+    context: EventContext,
+    retries: int,
+    after_append: AfterAppend | None = None,
+) -> CommandOutcome[S]:
+    """Decide and append; on a version conflict re-read and decide again (``retries`` times).
+
+    ``RuleViolation`` from ``decide`` propagates unchanged: nothing was written.
+    """
+    for _attempt in range(retries + 1):
+        state, version = await load(store, tenant_id, stream, initial, fold)
+        decided = list(decide(state))
+        if not decided:
+            return CommandOutcome(state, ())
+        new_events = [encode_event(event, stream, context, event_id) for event_id, event in decided]
+        try:
+            await store.append(tenant_id, stream, version, new_events)
+        except WrongExpectedVersion:
+            continue
+        recorded = tuple(await store.read_stream(tenant_id, stream, after_version=version))
+        recorded = tuple(r for r in recorded if r.event_id in {e.event_id for e in new_events})
+        if after_append is not None:
+            await after_append(recorded)
+        for record in recorded:
+            envelope = to_envelope(record)
+            state = fold(state, envelope, payload_of(envelope))
+        return CommandOutcome(state, recorded)
+    raise ConcurrencyExhausted(stream, retries + 1)

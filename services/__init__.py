@@ -1,0 +1,1 @@
+"""Baton's three services. None imports another; they share contracts and runtime."""

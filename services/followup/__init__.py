@@ -1,0 +1,1 @@
+"""followup: callback promises, durable deadlines, the escalation ladder, notifications."""

@@ -1,0 +1,7 @@
+"""Entry point: ``python -m services.followup``."""
+
+from runtime.web import serve
+from services.followup.bootstrap import bootstrap
+
+if __name__ == "__main__":
+    serve(bootstrap, lambda s: s.followup_port)

@@ -1,0 +1,1 @@
+"""routing: hand-offs, the agent directory and the ownership view."""
