@@ -21,9 +21,7 @@ class Command(BaseModel):
 class OpenContact(Command):
     """Record that an agent took a contact from this customer."""
 
-    contact_id: EntityId | None = Field(
-        default=None, description="Your id for the contact; generated when omitted."
-    )
+    contact_id: EntityId | None = Field(default=None, description="Your id for the contact; generated when omitted.")
     agent_id: EntityId
     channel: Channel = Channel.PHONE
     subject: Annotated[str, Field(max_length=500)] | None = None

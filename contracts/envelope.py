@@ -40,9 +40,7 @@ class EventEnvelope(BaseModel):
     schema_version: int = Field(ge=1)
     occurred_at: datetime
     recorded_at: datetime
-    actor: str = Field(
-        min_length=1, max_length=200, description="Who caused it: 'agent:<id>', 'system:<service>'."
-    )
+    actor: str = Field(min_length=1, max_length=200, description="Who caused it: 'agent:<id>', 'system:<service>'.")
     correlation_id: UUID
     causation_id: UUID | None = None
     trace_context: TraceContext = TraceContext()

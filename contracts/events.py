@@ -97,9 +97,7 @@ class ExternalTarget(BaseModel):
     url: Annotated[str, Field(max_length=500)] | None = None
 
 
-HandoffTarget = Annotated[
-    AgentTarget | TeamTarget | SupervisorTarget | ExternalTarget, Field(discriminator="kind")
-]
+HandoffTarget = Annotated[AgentTarget | TeamTarget | SupervisorTarget | ExternalTarget, Field(discriminator="kind")]
 
 
 # --- customer stream ------------------------------------------------------------------

@@ -43,9 +43,7 @@ class ConcurrencyExhausted(RuleViolation):
         )
 
 
-async def load(
-    store: EventStore, tenant_id: str, stream: str, initial: S, fold: Fold[S]
-) -> tuple[S, int]:
+async def load(store: EventStore, tenant_id: str, stream: str, initial: S, fold: Fold[S]) -> tuple[S, int]:
     """Fold a whole stream into state; returns the state and the stream version."""
     state, version = initial, 0
     for record in await store.read_stream(tenant_id, stream):

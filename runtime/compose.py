@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +16,11 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 
-from runtime.bus.consumer import Projection, ProjectionConsumer
+from runtime.bus.consumer import Projection, ProjectionConsumer, Reactor
 from runtime.bus.nats import JetStreamPublisher, attach, declare, make_broker
 from runtime.bus.outbox import OutboxRelay
 from runtime.config import Settings
-from runtime.store.port import EventStore, ViewStore
+from runtime.store.port import DeadlineStore, EventStore, ViewStore
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,31 @@ def open_view_store(settings: Settings, service: str, clock: Clock) -> ViewStore
         from runtime.store.sqlite import SqliteViewStore
 
         path = _sqlite_path(url)
-        return SqliteViewStore(
-            path.with_name(f"{path.stem}-{service}-views{path.suffix or '.db'}"), clock=clock
-        )
+        return SqliteViewStore(path.with_name(f"{path.stem}-{service}-views{path.suffix or '.db'}"), clock=clock)
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from runtime.store.mongodb import MongoViewStore
 
         return MongoViewStore.from_uri(url, f"{settings.mongodb_database}_{service}", clock=clock)
     raise ValueError(f"BATON_STORE_URL: unsupported store {url!r} (sqlite:/// or mongodb://)")
+
+
+def open_deadline_store(settings: Settings, service: str) -> DeadlineStore:
+    """The service's durable deadlines, beside its views."""
+    url = settings.resolved_store_url()
+    if url.startswith("sqlite:"):
+        from runtime.store.sqlite import SqliteDeadlineStore
+
+        path = _sqlite_path(url)
+        return SqliteDeadlineStore(path.with_name(f"{path.stem}-{service}-views{path.suffix or '.db'}"))
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from runtime.store.mongodb import MongoDeadlineStore
+
+        return MongoDeadlineStore.from_uri(url, f"{settings.mongodb_database}_{service}")
+    raise ValueError(f"BATON_STORE_URL: unsupported store {url!r} (sqlite:/// or mongodb://)")
+
+
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+"""A task a service runs until its stop event is set (timers, the relay)."""
 
 
 @dataclass
@@ -79,48 +96,77 @@ class ServiceRuntime:
     broker: NatsBroker
     relay: OutboxRelay
     consumers: list[ProjectionConsumer] = field(default_factory=list)
+    deadlines: DeadlineStore | None = None
     _subscribers: list[Any] = field(default_factory=list)
+    _background: list[Background] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _relay_task: asyncio.Task[None] | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started: bool = False
 
+    def add_consumer(self, projection: Projection, reactor: Reactor | None = None) -> ProjectionConsumer:
+        """Keep ``projection`` up to date from the bus (and run ``reactor`` per event)."""
+        consumer = ProjectionConsumer(
+            name=f"{self.name}-{projection.view}",
+            store=self.store,
+            views=self.views,
+            projection=projection,
+            clock=self.clock,
+            max_attempts=self.settings.consumer_max_attempts,
+            retry_base_seconds=self.settings.consumer_retry_base_seconds,
+            reactor=reactor,
+        )
+        self.consumers.append(consumer)
+        self._subscribers.append(attach(self.broker, consumer, self.settings))
+        return consumer
+
+    def add_background(self, task: Background) -> None:
+        """Run ``task`` from start to stop."""
+        self._background.append(task)
+
+    def open_deadlines(self) -> DeadlineStore:
+        """The service's deadline store (opened once)."""
+        if self.deadlines is None:
+            self.deadlines = open_deadline_store(self.settings, self.name)
+        return self.deadlines
+
     async def start(self) -> None:
-        """Connect, declare the stream, attach consumers and start the relay."""
+        """Connect, declare the stream, attach consumers, start the relay and timers."""
         await self.broker.connect()
         await declare(self.broker, self.settings)
         await self.broker.start()
         self._stop.clear()
-        self._relay_task = asyncio.create_task(
-            self.relay.run(self._stop), name=f"{self.name}-relay"
-        )
+        for task in [self.relay.run, *self._background]:
+            self._tasks.append(asyncio.create_task(task(self._stop)))
         self.started = True
         log.info("%s runtime started", self.name)
 
     async def stop(self) -> None:
-        """Stop taking messages, finish in-flight ones, stop the relay, close the stores."""
+        """Stop taking messages, finish in-flight ones, stop background tasks, close stores."""
         self._stop.set()
         with contextlib.suppress(Exception):
             await self.broker.stop()
-        if self._relay_task is not None:
+        for task in self._tasks:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._relay_task, timeout=5)
+                await asyncio.wait_for(task, timeout=5)
+        self._tasks.clear()
         await self.store.close()
         await self.views.close()
+        if self.deadlines is not None:
+            await self.deadlines.close()
         self.started = False
 
     async def readiness(self) -> dict[str, bool]:
         """Each dependency and whether it is usable now."""
         checks: dict[str, bool] = {}
-        try:
-            await self.store.ping()
-            checks["store"] = True
-        except Exception:
-            checks["store"] = False
-        try:
-            await self.views.ping()
-            checks["views"] = True
-        except Exception:
-            checks["views"] = False
+        pings: dict[str, Callable[[], Awaitable[None]]] = {"store": self.store.ping, "views": self.views.ping}
+        if self.deadlines is not None:
+            pings["deadlines"] = self.deadlines.ping
+        for check, ping in pings.items():
+            try:
+                await ping()
+                checks[check] = True
+            except Exception:
+                checks[check] = False
         connection = getattr(self.broker, "_connection", None)
         checks["nats"] = bool(connection is not None and connection.is_connected)
         checks["consumers"] = self.started and all(
@@ -151,15 +197,5 @@ def build_runtime(
     )
     runtime = ServiceRuntime(name, settings, clock, store, views, broker, relay)
     for projection in projections:
-        consumer = ProjectionConsumer(
-            name=f"{name}-{projection.view}",
-            store=store,
-            views=views,
-            projection=projection,
-            clock=clock,
-            max_attempts=settings.consumer_max_attempts,
-            retry_base_seconds=settings.consumer_retry_base_seconds,
-        )
-        runtime.consumers.append(consumer)
-        runtime._subscribers.append(attach(broker, consumer, settings))
+        runtime.add_consumer(projection)
     return runtime

@@ -17,26 +17,16 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BATON_", extra="ignore")
 
-    data_dir: Path = Field(
-        default=Path(".data"), description="Folder for the embedded store and local NATS data."
-    )
+    data_dir: Path = Field(default=Path(".data"), description="Folder for the embedded store and local NATS data.")
     store_url: str = Field(
         default="",
         description="Event store: 'sqlite:///path/to/file.db' or a 'mongodb://' URI. "
         "Empty: SQLite at <data_dir>/baton.db.",
     )
-    mongodb_database: str = Field(
-        default="baton", description="Database name when the store is MongoDB."
-    )
-    nats_url: str = Field(
-        default="nats://127.0.0.1:4222", description="NATS server(s), comma-separated."
-    )
-    nats_stream: str = Field(
-        default="BATON_EVENTS", description="JetStream stream that carries events."
-    )
-    subject_prefix: str = Field(
-        default="baton.events", description="Subjects are <prefix>.<tenant>.<event type>."
-    )
+    mongodb_database: str = Field(default="baton", description="Database name when the store is MongoDB.")
+    nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server(s), comma-separated.")
+    nats_stream: str = Field(default="BATON_EVENTS", description="JetStream stream that carries events.")
+    subject_prefix: str = Field(default="baton.events", description="Subjects are <prefix>.<tenant>.<event type>.")
     host: str = Field(default="127.0.0.1", description="Interface the HTTP API binds to.")
     intake_port: int = Field(default=8000, description="intake's HTTP port.")
     routing_port: int = Field(default=8001, description="routing's HTTP port.")
@@ -47,9 +37,7 @@ class Settings(BaseSettings):
     relay_interval_seconds: float = Field(
         default=0.5, description="How often the outbox relay looks for unpublished events."
     )
-    consumer_max_attempts: int = Field(
-        default=5, description="Deliveries of a failing message before it is parked."
-    )
+    consumer_max_attempts: int = Field(default=5, description="Deliveries of a failing message before it is parked.")
     consumer_retry_base_seconds: float = Field(
         default=0.5, description="First retry delay; doubles per attempt (capped at 60 s)."
     )
@@ -60,6 +48,12 @@ class Settings(BaseSettings):
     command_retries: int = Field(
         default=5,
         description="Internal retries of a command that lost an optimistic-concurrency race.",
+    )
+    offer_ttl_seconds: float = Field(
+        default=300.0, description="How long a hand-off offer waits for an answer before it expires."
+    )
+    timer_interval_seconds: float = Field(
+        default=0.2, description="How often durable deadlines (offer expiry, promises) are checked."
     )
     log_level: str = Field(default="INFO", description="Log level.")
     fault: str = Field(

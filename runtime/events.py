@@ -52,9 +52,7 @@ def _canonical_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
 
-def encode_event(
-    event: Event, stream: str, context: EventContext, event_id: UUID | None = None
-) -> NewEvent:
+def encode_event(event: Event, stream: str, context: EventContext, event_id: UUID | None = None) -> NewEvent:
     """Encode a typed event for appending to ``stream``."""
     metadata = {
         "occurred_at": context.occurred_at.isoformat(),

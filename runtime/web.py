@@ -1,7 +1,6 @@
 """Shared HTTP plumbing for the services: RFC 9457 problem details, health and
 readiness routes, the tenant header, and the app factory with the runtime lifespan."""
 
-
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -38,9 +37,7 @@ TITLES = {
 _tenant_adapter: TypeAdapter[str] = TypeAdapter(TenantId)
 
 
-def problem(
-    status: int, rule: str, detail: str, instance: str | None = None, **extra: Any
-) -> JSONResponse:
+def problem(status: int, rule: str, detail: str, instance: str | None = None, **extra: Any) -> JSONResponse:
     """An RFC 9457 problem-details response."""
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + rule,
@@ -61,8 +58,7 @@ def _field_errors(errors: Any) -> list[dict[str, Any]]:
         loc = [str(p) for p in err.get("loc", ())]
         out.append(
             {
-                "field": ".".join(p for p in loc if p not in {"body", "query", "path", "header"})
-                or ".".join(loc),
+                "field": ".".join(p for p in loc if p not in {"body", "query", "path", "header"}) or ".".join(loc),
                 "location": loc[0] if loc else None,
                 "reason": err.get("msg", "invalid"),
                 "type": err.get("type"),
@@ -78,23 +74,17 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _field_errors(exc.errors())
         fields = ", ".join(f"{e['field']}: {e['reason']}" for e in errors)
-        return problem(
-            422, "validation", f"invalid request: {fields}", request.url.path, errors=errors
-        )
+        return problem(422, "validation", f"invalid request: {fields}", request.url.path, errors=errors)
 
     @app.exception_handler(ValidationError)
     async def _model_validation(request: Request, exc: ValidationError) -> JSONResponse:
         errors = _field_errors(exc.errors())
         fields = ", ".join(f"{e['field']}: {e['reason']}" for e in errors)
-        return problem(
-            422, "validation", f"invalid request: {fields}", request.url.path, errors=errors
-        )
+        return problem(422, "validation", f"invalid request: {fields}", request.url.path, errors=errors)
 
     @app.exception_handler(RuleViolation)
     async def _rule(request: Request, exc: RuleViolation) -> JSONResponse:
-        return problem(
-            STATUS_BY_KIND[exc.kind], exc.rule, exc.detail, request.url.path, **exc.extra
-        )
+        return problem(STATUS_BY_KIND[exc.kind], exc.rule, exc.detail, request.url.path, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -116,9 +106,7 @@ def tenant_dependency(default_tenant: str) -> Callable[..., str]:
     """A dependency reading the tenant from ``X-Tenant-ID`` (or the configured default)."""
 
     def tenant(
-        x_tenant_id: Annotated[
-            str | None, Header(description="Tenant; defaults to the configured tenant.")
-        ] = None,
+        x_tenant_id: Annotated[str | None, Header(description="Tenant; defaults to the configured tenant.")] = None,
     ) -> str:
         value = x_tenant_id or default_tenant
         try:
@@ -128,17 +116,13 @@ def tenant_dependency(default_tenant: str) -> Callable[..., str]:
                 "invalid",
                 "validation",
                 "X-Tenant-ID: letters, digits, '_' and '-' only (1-64)",
-                errors=[
-                    {"field": "X-Tenant-ID", "location": "header", "reason": exc.errors()[0]["msg"]}
-                ],
+                errors=[{"field": "X-Tenant-ID", "location": "header", "reason": exc.errors()[0]["msg"]}],
             ) from exc
 
     return tenant
 
 
-def create_app(
-    title: str, description: str, runtime: ServiceRuntime, version: str = "0.1.0"
-) -> FastAPI:
+def create_app(title: str, description: str, runtime: ServiceRuntime, version: str = "0.1.0") -> FastAPI:
     """A FastAPI app whose lifespan starts and stops ``runtime``, with health routes."""
 
     @asynccontextmanager
@@ -175,9 +159,7 @@ def create_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get(
-        "/v1/admin/parked", tags=["operations"], summary="Messages this service's consumers parked"
-    )
+    @app.get("/v1/admin/parked", tags=["operations"], summary="Messages this service's consumers parked")
     async def parked() -> dict[str, Any]:
         items = await runtime.views.parked()
         return {
@@ -222,18 +204,14 @@ def serve(build: Callable[[Settings], FastAPI], port_of: Callable[[Settings], in
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
 
 
-def add_customer_view_route(
-    app: FastAPI, runtime: ServiceRuntime, path: str, view: str, summary: str
-) -> None:
+def add_customer_view_route(app: FastAPI, runtime: ServiceRuntime, path: str, view: str, summary: str) -> None:
     """GET ``path`` (with ``{customer_id}``) answers one customer's document of ``view``."""
     from fastapi import Depends, Path
 
     tenant_dep = Depends(tenant_dependency(runtime.settings.default_tenant))
 
     async def read_view(
-        customer_id: Annotated[
-            str, Path(min_length=1, max_length=128, pattern=CUSTOMER_ID_PATTERN)
-        ],
+        customer_id: Annotated[str, Path(min_length=1, max_length=128, pattern=CUSTOMER_ID_PATTERN)],
         tenant: Annotated[str, tenant_dep],
     ) -> dict[str, Any]:
         found = await runtime.views.load(view, tenant, customer_stream(customer_id))
@@ -253,3 +231,16 @@ def add_customer_view_route(
         summary=summary,
         responses={404: {"description": "This service has not seen the customer (yet)."}},
     )
+
+
+def add_tenant_view_route(app: FastAPI, runtime: ServiceRuntime, path: str, view: str, key: str, summary: str) -> None:
+    """GET ``path`` answers the tenant's document ``key`` of ``view`` (empty when none yet)."""
+    from fastapi import Depends
+
+    tenant_dep = Depends(tenant_dependency(runtime.settings.default_tenant))
+
+    async def read_view(tenant: Annotated[str, tenant_dep]) -> dict[str, Any]:
+        found = await runtime.views.load(view, tenant, key)
+        return {"tenant_id": tenant, "view_version": found.version if found else 0, **(found.doc if found else {})}
+
+    app.add_api_route(path, read_view, methods=["GET"], tags=["views"], summary=summary)

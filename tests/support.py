@@ -80,9 +80,7 @@ class ServiceProcess:
         async def ready() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             async with httpx.AsyncClient(timeout=2) as client:
                 return (await client.get(f"{self.url}/readyz")).status_code == 200
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -44,9 +44,20 @@ class Projection(Protocol):
     view: str
     """The view's name (one view store collection/table key)."""
 
+    def wants(self, envelope: EventEnvelope) -> bool:
+        """Whether this projection keeps a document for the envelope's stream."""
+        ...
+
     def apply(self, doc: dict[str, Any], envelope: EventEnvelope, event: Event) -> dict[str, Any]:
         """Return the new document after ``event`` (``doc`` is {} for a new stream)."""
         ...
+
+
+Reactor = Callable[[EventEnvelope, Event], Awaitable[None]]
+"""A side effect of an event (appending follow-up events, scheduling a deadline).
+
+Runs before the view saves the event as applied, so a crash re-runs it: a reactor must
+be idempotent (deterministic event ids, upserts)."""
 
 
 class Outcome(enum.Enum):
@@ -78,8 +89,10 @@ class ProjectionConsumer:
         clock: Callable[[], datetime],
         max_attempts: int = 5,
         retry_base_seconds: float = 0.5,
+        reactor: Reactor | None = None,
     ) -> None:
         self.name = name
+        self._reactor = reactor
         self._store = store
         self._views = views
         self._projection = projection
@@ -130,6 +143,8 @@ class ProjectionConsumer:
 
     async def apply_through(self, envelope: EventEnvelope) -> bool:
         """Bring the view of ``envelope``'s stream up to its version. False if it was already."""
+        if not self._projection.wants(envelope):
+            return False
         tenant, stream, target = envelope.tenant_id, envelope.stream, envelope.stream_version
         for _ in range(MAX_CAS_RETRIES):
             current = await self._views.load(self._projection.view, tenant, stream)
@@ -143,11 +158,12 @@ class ProjectionConsumer:
                 records = await self._store.read_stream(tenant, stream, version, target)
                 pending = [to_envelope(r) for r in records]
                 if not pending or pending[-1].stream_version != target:
-                    raise LookupError(
-                        f"{tenant}/{stream} v{target} is on the bus but not in the store yet"
-                    )
+                    raise LookupError(f"{tenant}/{stream} v{target} is on the bus but not in the store yet")
             for item in pending:
-                doc = self._projection.apply(doc, item, payload_of(item))
+                event = payload_of(item)
+                if self._reactor is not None:
+                    await self._reactor(item, event)
+                doc = self._projection.apply(doc, item, event)
                 doc["events_applied"] = int(doc.get("events_applied", 0)) + 1
                 doc["last_event_id"] = str(item.event_id)
             try:
@@ -157,15 +173,11 @@ class ProjectionConsumer:
                 continue  # someone else applied concurrently: look again
         raise ViewConflict(f"{tenant}/{stream}: gave up after {MAX_CAS_RETRIES} conflicting saves")
 
-    async def _park(
-        self, envelope: EventEnvelope | None, subject: str, attempts: int, error: str
-    ) -> None:
+    async def _park(self, envelope: EventEnvelope | None, subject: str, attempts: int, error: str) -> None:
         await self._views.park(
             ParkedMessage(
                 consumer=self.name,
-                event_id=str(envelope.event_id)
-                if envelope
-                else f"undecodable:{subject}:{self._clock().isoformat()}",
+                event_id=str(envelope.event_id) if envelope else f"undecodable:{subject}:{self._clock().isoformat()}",
                 tenant_id=envelope.tenant_id if envelope else "",
                 stream=envelope.stream if envelope else "",
                 version=envelope.stream_version if envelope else 0,

@@ -53,9 +53,7 @@ def make_broker(settings: Settings, name: str) -> NatsBroker:
 
 async def declare(broker: NatsBroker, settings: Settings) -> None:
     """Declare the events stream (idempotent). Call after ``broker.connect()``."""
-    await ensure_stream(
-        broker.connection.jetstream(), settings.nats_stream, settings.subject_prefix
-    )
+    await ensure_stream(broker.connection.jetstream(), settings.nats_stream, settings.subject_prefix)
 
 
 class JetStreamPublisher:
@@ -101,9 +99,7 @@ def consumer_config(consumer: ProjectionConsumer, settings: Settings) -> Consume
     )
 
 
-def attach(
-    broker: NatsBroker, consumer: ProjectionConsumer, settings: Settings, batch_size: int = 20
-) -> Any:
+def attach(broker: NatsBroker, consumer: ProjectionConsumer, settings: Settings, batch_size: int = 20) -> Any:
     """Subscribe ``consumer`` to every event through a durable pull consumer."""
 
     async def handle(msg: NatsMessage) -> None:

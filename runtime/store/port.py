@@ -240,3 +240,52 @@ class ViewStore(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A durable timer: ``timer`` (whose it is) fires ``key`` at ``due_at``."""
+
+    timer: str
+    tenant_id: str
+    key: str
+    due_at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class DeadlineStore(abc.ABC):
+    """Durable deadlines that survive restarts, queried by due time.
+
+    ``due`` costs what is due, not what is pending (an index on (timer, due_at)). Firing
+    a deadline must be idempotent (deterministic event ids): with several replicas, two
+    may fire the same deadline; the store does not arbitrate, the event store does.
+    """
+
+    @abc.abstractmethod
+    async def schedule(self, deadline: Deadline) -> None:
+        """Create or move the deadline ``(timer, tenant_id, key)`` (an upsert)."""
+
+    @abc.abstractmethod
+    async def cancel(self, timer: str, tenant_id: str, key: str, due_at: datetime | None = None) -> None:
+        """Remove the deadline (idempotent). With ``due_at``, only if it is still due then
+        (a deadline moved in the meantime stays)."""
+
+    @abc.abstractmethod
+    async def get(self, timer: str, tenant_id: str, key: str) -> Deadline | None:
+        """The deadline, or None."""
+
+    @abc.abstractmethod
+    async def due(self, timer: str, now: datetime, limit: int = 100) -> list[Deadline]:
+        """Deadlines of ``timer`` with ``due_at <= now``, earliest first, across tenants."""
+
+    @abc.abstractmethod
+    async def count(self, timer: str) -> int:
+        """How many deadlines of ``timer`` are pending (due or not)."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""

@@ -13,10 +13,12 @@ class FollowupProjection:
 
     view = "followup"
 
+    def wants(self, envelope: EventEnvelope) -> bool:
+        """Customer streams only."""
+        return envelope.customer_id is not None
+
     def apply(self, doc: dict[str, Any], envelope: EventEnvelope, event: Event) -> dict[str, Any]:
-        """Fold one event of a customer stream (other streams leave the doc as it is)."""
-        if envelope.customer_id is None:
-            return doc
+        """Fold one event of a customer stream."""
         doc = {**doc, "customer_id": envelope.customer_id, "version": envelope.stream_version}
         contacts: dict[str, Any] = dict(doc.get("open_contacts", {}))
         if isinstance(event, ContactOpened):

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from runtime.compose import ServiceRuntime, build_runtime
 from runtime.config import Settings
+from runtime.domain.projections import OwnershipProjection
 from runtime.store.port import RecordedEvent
 from services.intake.app import create_intake_app
 
@@ -20,7 +21,7 @@ FAULT_EXIT_CODE = 70
 
 def bootstrap(settings: Settings, runtime: ServiceRuntime | None = None) -> FastAPI:
     """Compose intake. Tests may pass a runtime built from fakes."""
-    runtime = runtime or build_runtime("intake", settings)
+    runtime = runtime or build_runtime("intake", settings, [OwnershipProjection()])
 
     async def after_append(records: Sequence[RecordedEvent]) -> None:
         if settings.fault == "exit_after_append":

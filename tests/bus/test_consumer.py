@@ -30,6 +30,9 @@ class ContactLog:
         self.fail_times = fail_times
         self.calls = 0
 
+    def wants(self, envelope: EventEnvelope) -> bool:
+        return envelope.customer_id is not None
+
     def apply(self, doc: dict[str, Any], envelope: EventEnvelope, event: Event) -> dict[str, Any]:
         self.calls += 1
         if self.calls <= self.fail_times:
@@ -47,15 +50,10 @@ async def stores(tmp_path: Path):
     await views.close()
 
 
-async def append_contacts(
-    store: SqliteEventStore, tenant: str, customer: str, n: int
-) -> list[RecordedEvent]:
+async def append_contacts(store: SqliteEventStore, tenant: str, customer: str, n: int) -> list[RecordedEvent]:
     stream = customer_stream(customer)
     context = EventContext(actor="agent:a", occurred_at=now(), correlation_id=uuid4())
-    events = [
-        encode_event(ContactOpened(contact_id=f"c{i}", agent_id="a"), stream, context)
-        for i in range(1, n + 1)
-    ]
+    events = [encode_event(ContactOpened(contact_id=f"c{i}", agent_id="a"), stream, context) for i in range(1, n + 1)]
     await store.append(tenant, stream, 0, events)
     return await store.read_stream(tenant, stream)
 

@@ -83,9 +83,7 @@ async def test_published_event_reaches_the_projection(bus_mode: str, parts, requ
         finally:
             await broker.stop()
     doc = await views.load("contact-log", tenant, f"customer:{customer}")
-    assert (
-        doc is not None and doc.doc["contacts"] == ["c1", "c2"] and doc.doc["events_applied"] == 2
-    )
+    assert doc is not None and doc.doc["contacts"] == ["c1", "c2"] and doc.doc["events_applied"] == 2
 
 
 async def _version(views: SqliteViewStore, tenant: str, customer: str, version: int) -> bool:
@@ -109,9 +107,7 @@ async def test_failing_message_is_redelivered_then_applied(parts, nats_server: N
     await broker.start()
     try:
         await JetStreamPublisher(broker, settings)(record)
-        await eventually(
-            lambda: _version(views, tenant, customer, 1), message="applied after retries"
-        )
+        await eventually(lambda: _version(views, tenant, customer, 1), message="applied after retries")
         assert consumer.counts[Outcome.RETRY] == 2 and consumer.redeliveries >= 2
         assert await views.parked() == []
     finally:
@@ -119,18 +115,14 @@ async def test_failing_message_is_redelivered_then_applied(parts, nats_server: N
 
 
 @pytest.mark.nats
-async def test_message_failing_every_time_is_parked_and_stops_coming_back(
-    parts, nats_server: NatsServer
-) -> None:
+async def test_message_failing_every_time_is_parked_and_stops_coming_back(parts, nats_server: NatsServer) -> None:
     store, views = parts
     settings = settings_for(nats_server.url)
     tenant, customer = f"t{uuid4().hex[:8]}", f"c{uuid4().hex[:8]}"
     [record] = await append_contacts(store, tenant, customer, 1)
     broker = make_broker(settings, "test")
     projection = ContactLog(fail_times=10**6)
-    consumer = ProjectionConsumer(
-        "broken", store, views, projection, now, max_attempts=3, retry_base_seconds=0.1
-    )
+    consumer = ProjectionConsumer("broken", store, views, projection, now, max_attempts=3, retry_base_seconds=0.1)
     attach(broker, consumer, settings)
     await broker.connect()
     await declare(broker, settings)

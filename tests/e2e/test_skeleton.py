@@ -71,9 +71,7 @@ async def test_200_customers_every_event_stored_and_consumed_once(system: System
                 )
 
         responses = await asyncio.gather(*(open_contact(c) for c in customers))
-    assert [r.status_code for r in responses] == [201] * 200, [
-        r.text for r in responses if r.status_code != 201
-    ][:3]
+    assert [r.status_code for r in responses] == [201] * 200, [r.text for r in responses if r.status_code != 201][:3]
 
     store = store_of(system)
     try:
@@ -204,12 +202,8 @@ async def test_malformed_requests_get_problem_details_and_change_nothing(
                 headers={"content-type": "application/json"},
             )
             assert bad.status_code == 422
-            bad_id = await client.post(
-                "/v1/customers/bad%20id/contacts", json={"agent_id": "alice"}
-            )
-            assert (
-                bad_id.status_code == 422 and bad_id.json()["errors"][0]["field"] == "customer_id"
-            )
+            bad_id = await client.post("/v1/customers/bad%20id/contacts", json={"agent_id": "alice"})
+            assert bad_id.status_code == 422 and bad_id.json()["errors"][0]["field"] == "customer_id"
             bad_tenant = await client.post(
                 "/v1/customers/c1/contacts",
                 json={"agent_id": "alice"},

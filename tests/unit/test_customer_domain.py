@@ -1,4 +1,4 @@
-"""intake's pure decisions: no I/O, a clock and ids passed in."""
+"""The customer aggregate's pure decisions: no I/O, a clock and ids passed in."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from contracts.commands import OpenContact
 from contracts.envelope import EventEnvelope
 from contracts.errors import RuleViolation
 from contracts.events import ContactOpened, Event, OwnerAssigned, OwnershipCause
-from services.intake.domain import CustomerState, decide_open_contact, evolve
+from runtime.domain.customer import CustomerState, evolve
+from runtime.domain.decisions import decide_open_contact
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 

@@ -1,0 +1,371 @@
+"""Decisions on one customer: which events a command yields, or which rule it breaks.
+
+Every function is pure: state, command and facts in (the time, new ids, directory
+entries), events out. A refused command raises ``RuleViolation`` and yields nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from contracts.commands import (
+    AcceptHandoff,
+    AddNote,
+    CloseLoop,
+    DeclineHandoff,
+    OpenContact,
+    RequestHandoff,
+)
+from contracts.errors import RuleViolation
+from contracts.events import (
+    AgentTarget,
+    ContactOpened,
+    EscalationRaised,
+    Event,
+    ExternalTarget,
+    HandoffAccepted,
+    HandoffDeclined,
+    HandoffFailed,
+    HandoffOffered,
+    HandoffRequested,
+    LoopClosed,
+    NoteAdded,
+    OwnerAssigned,
+    OwnershipCause,
+    SupervisorTarget,
+    TeamTarget,
+)
+from runtime.domain.customer import (
+    HANDOFF_ACCEPTED,
+    HANDOFF_PENDING,
+    Contact,
+    CustomerState,
+    Handoff,
+    Offer,
+)
+from runtime.domain.directory import Agent
+
+NewId = Callable[[], UUID]
+Decided = list[tuple[UUID, Event]]
+
+
+def require_customer(state: CustomerState) -> None:
+    """404 unless something was recorded for the customer."""
+    if not state.exists:
+        raise RuleViolation("not_found", "customer_not_found", f"no customer {state.customer_id}")
+
+
+def require_contact(state: CustomerState, contact_id: str) -> Contact:
+    """404 unless the customer has that contact."""
+    require_customer(state)
+    contact = state.contacts.get(contact_id)
+    if contact is None:
+        raise RuleViolation(
+            "not_found", "contact_not_found", f"customer {state.customer_id} has no contact {contact_id}"
+        )
+    return contact
+
+
+def require_handoff(state: CustomerState, handoff_id: str) -> Handoff:
+    """404 unless the customer has that hand-off."""
+    require_customer(state)
+    handoff = state.handoffs.get(handoff_id)
+    if handoff is None:
+        raise RuleViolation(
+            "not_found", "handoff_not_found", f"customer {state.customer_id} has no hand-off {handoff_id}"
+        )
+    return handoff
+
+
+def owner_id(state: CustomerState) -> str:
+    """The current owner (every existing customer has exactly one)."""
+    require_customer(state)
+    assert state.owner is not None, "an existing customer always has an owner"
+    return state.owner.agent_id
+
+
+# --- contacts and notes -------------------------------------------------------------
+
+
+def decide_open_contact(state: CustomerState, command: OpenContact, contact_id: str, new_id: NewId) -> Decided:
+    """Open a contact; the first contact's agent becomes the owner.
+
+    Re-opening the same contact for the same agent is a no-op (a safe retry); for
+    another agent it is refused.
+    """
+    existing = state.contacts.get(contact_id)
+    if existing is not None:
+        if existing.agent_id == command.agent_id:
+            return []
+        raise RuleViolation(
+            "conflict",
+            "contact_already_exists",
+            f"contact {contact_id} already exists for agent {existing.agent_id}",
+            contact_id=contact_id,
+        )
+    opened_id = new_id()
+    events: Decided = [
+        (
+            opened_id,
+            ContactOpened(
+                contact_id=contact_id, agent_id=command.agent_id, channel=command.channel, subject=command.subject
+            ),
+        )
+    ]
+    if state.owner is None:
+        owner = OwnerAssigned(
+            agent_id=command.agent_id,
+            previous_agent_id=None,
+            cause=OwnershipCause.FIRST_CONTACT,
+            cause_event_id=str(opened_id),
+        )
+        events.append((new_id(), owner))
+    return events
+
+
+def decide_add_note(state: CustomerState, contact_id: str, command: AddNote, note_id: str, new_id: NewId) -> Decided:
+    """Take a note on an open contact."""
+    contact = require_contact(state, contact_id)
+    if contact.closed:
+        raise RuleViolation("conflict", "contact_closed", f"contact {contact_id} is closed: its loop was closed")
+    note = NoteAdded(contact_id=contact_id, note_id=note_id, author_id=command.author_id, text=command.text)
+    return [(new_id(), note)]
+
+
+def decide_close_loop(state: CustomerState, contact_id: str, command: CloseLoop, new_id: NewId) -> Decided:
+    """Only the owner closes the loop, and only when nothing is left open on the contact."""
+    contact = require_contact(state, contact_id)
+    owner = owner_id(state)
+    if command.agent_id != owner:
+        raise RuleViolation(
+            "forbidden", "only_owner_closes_loop", f"only the owner ({owner}) may close the loop", owner_id=owner
+        )
+    if contact.closed:
+        raise RuleViolation("conflict", "contact_already_closed", f"contact {contact_id} is already closed")
+    pending = state.pending_handoff
+    if pending is not None:
+        raise RuleViolation(
+            "conflict",
+            "pending_handoff",
+            f"hand-off {pending.handoff_id} is still pending: accept, decline or let it fail first",
+            pending_handoffs=[pending.handoff_id],
+        )
+    open_promises = [p.promise_id for p in state.open_promises if p.contact_id == contact_id]
+    if open_promises:
+        raise RuleViolation(
+            "conflict",
+            "open_promises",
+            f"contact {contact_id} has open promises: {', '.join(open_promises)}; keep or cancel them first",
+            open_promises=open_promises,
+        )
+    return [(new_id(), LoopClosed(contact_id=contact_id, agent_id=command.agent_id, resolution=command.resolution))]
+
+
+# --- hand-offs ----------------------------------------------------------------------
+
+
+def decide_request_handoff(
+    state: CustomerState,
+    command: RequestHandoff,
+    handoff_id: str,
+    new_id: NewId,
+    owner_entry: Agent | None,
+    requester: Agent | None,
+    target_agent: Agent | None,
+) -> Decided:
+    """A warm hand-off: requested by the owner (or their supervisor), customer told first,
+    recap given, one at a time. ``*_entry`` are the directory entries involved."""
+    owner = owner_id(state)
+    supervisor = owner_entry.supervisor_id if owner_entry else None
+    if command.from_agent_id not in {owner, supervisor}:
+        raise RuleViolation(
+            "forbidden",
+            "only_owner_may_hand_off",
+            f"only the owner ({owner}) or their supervisor may request a hand-off",
+            owner_id=owner,
+        )
+    if handoff_id in state.handoffs:
+        raise RuleViolation("conflict", "handoff_id_in_use", f"hand-off {handoff_id} already exists")
+    pending = state.pending_handoff
+    if pending is not None:
+        raise RuleViolation(
+            "conflict",
+            "one_pending_handoff",
+            f"hand-off {pending.handoff_id} is still pending; one hand-off at a time",
+            pending_handoff_id=pending.handoff_id,
+        )
+    if not command.customer_informed:
+        raise RuleViolation(
+            "conflict",
+            "customer_must_be_informed",
+            "a warm hand-off tells the customer first: set customer_informed once they know",
+        )
+    target = command.target
+    if isinstance(target, AgentTarget):
+        if target_agent is None or not target_agent.exists:
+            raise RuleViolation("invalid", "unknown_agent", f"no agent {target.agent_id} in the directory")
+        if target.agent_id == owner:
+            raise RuleViolation("conflict", "handoff_to_owner", f"{owner} already owns this customer")
+    if isinstance(target, SupervisorTarget) and (requester is None or not requester.supervisor_id):
+        raise RuleViolation("conflict", "no_supervisor", f"{command.from_agent_id} has no supervisor in the directory")
+    requested = HandoffRequested(
+        handoff_id=handoff_id,
+        from_agent_id=command.from_agent_id,
+        target=command.target,
+        reason=command.reason,
+        recap=command.recap,
+        customer_informed=command.customer_informed,
+    )
+    return [(new_id(), requested)]
+
+
+def _live_offer_for(handoff: Handoff, agent_id: str, now: datetime) -> Offer:
+    if handoff.status == HANDOFF_ACCEPTED:
+        raise RuleViolation(
+            "conflict",
+            "handoff_already_accepted",
+            f"hand-off {handoff.handoff_id} was already accepted by {handoff.accepted_by}",
+        )
+    offer = handoff.live_offer
+    if offer is None:
+        raise RuleViolation(
+            "conflict", "no_live_offer", f"hand-off {handoff.handoff_id} has no offer waiting ({handoff.status})"
+        )
+    if offer.agent_id != agent_id:
+        raise RuleViolation(
+            "forbidden", "offer_is_for_another_agent", f"hand-off {handoff.handoff_id} is offered to another agent"
+        )
+    if now >= offer.expires_at:
+        raise RuleViolation("conflict", "offer_expired", f"the offer expired at {offer.expires_at.isoformat()}")
+    return offer
+
+
+def decide_accept_handoff(
+    state: CustomerState, handoff_id: str, command: AcceptHandoff, now: datetime, new_id: NewId
+) -> Decided:
+    """The offered agent accepts: they become owner through OwnerAssigned."""
+    handoff = require_handoff(state, handoff_id)
+    _live_offer_for(handoff, command.agent_id, now)
+    accepted_id = new_id()
+    previous = owner_id(state)
+    return [
+        (accepted_id, HandoffAccepted(handoff_id=handoff_id, agent_id=command.agent_id)),
+        (
+            new_id(),
+            OwnerAssigned(
+                agent_id=command.agent_id,
+                previous_agent_id=previous,
+                cause=OwnershipCause.HANDOFF_ACCEPTED,
+                cause_event_id=str(accepted_id),
+                handoff_id=handoff_id,
+            ),
+        ),
+    ]
+
+
+def decide_decline_handoff(
+    state: CustomerState, handoff_id: str, command: DeclineHandoff, now: datetime, new_id: NewId
+) -> Decided:
+    """The offered agent declines; routing offers the next candidate."""
+    handoff = require_handoff(state, handoff_id)
+    _live_offer_for(handoff, command.agent_id, now)
+    return [(new_id(), HandoffDeclined(handoff_id=handoff_id, agent_id=command.agent_id, reason=command.reason))]
+
+
+# --- routing's decisions --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingFacts:
+    """What routing knows besides the customer's stream when it decides an offer."""
+
+    now: datetime
+    offer_ttl: timedelta
+    candidates: Sequence[str]
+    """Eligible agents, best first (see ``rank_candidates``)."""
+    escalate_to: str | None
+    """Who hears about a failed hand-off: the requesting agent's supervisor."""
+
+
+def rank_candidates(handoff: Handoff, owner: str, directory: Sequence[Agent], workload: dict[str, int]) -> list[str]:
+    """Agents to offer a hand-off to, best first.
+
+    Policy: only available agents; never the owner or the requester; for a team or skill,
+    the member with the least open work (customers owned) first, ties by agent id; for a
+    named agent, that agent; for a supervisor, the requester's supervisor, then that
+    supervisor's own supervisor (the manager). External targets have no candidates.
+    """
+    by_id = {a.agent_id: a for a in directory}
+    excluded = {owner, handoff.from_agent_id}
+    target = handoff.target
+    if isinstance(target, AgentTarget):
+        chain = [target.agent_id]
+    elif isinstance(target, TeamTarget):
+        members = [a for a in directory if a.serves(target.team)]
+        members.sort(key=lambda a: (workload.get(a.agent_id, 0), a.agent_id))
+        chain = [a.agent_id for a in members]
+    elif isinstance(target, SupervisorTarget):
+        chain = []
+        requester = by_id.get(handoff.from_agent_id)
+        boss = by_id.get(requester.supervisor_id) if requester and requester.supervisor_id else None
+        while boss is not None and boss.agent_id not in chain and len(chain) < 2:
+            chain.append(boss.agent_id)
+            boss = by_id.get(boss.supervisor_id) if boss.supervisor_id else None
+    else:
+        assert isinstance(target, ExternalTarget)
+        return []
+    return [a for a in chain if a not in excluded and a in by_id and by_id[a].available]
+
+
+def escalation_id_for_handoff(handoff_id: str) -> str:
+    """The id of the escalation raised when a hand-off fails (one per hand-off)."""
+    return f"esc-{handoff_id}"
+
+
+def decide_next_offer(state: CustomerState, handoff_id: str, facts: RoutingFacts, new_id: NewId) -> Decided:
+    """Offer a pending hand-off to the next candidate not yet asked, or fail it and
+    escalate to the requester's supervisor. Nothing to do unless the hand-off is pending."""
+    handoff = state.handoffs.get(handoff_id)
+    if handoff is None or handoff.status != HANDOFF_PENDING:
+        return []
+    asked = set(handoff.offered_agents)
+    for agent_id in facts.candidates:
+        if agent_id not in asked:
+            offer = HandoffOffered(
+                handoff_id=handoff_id,
+                agent_id=agent_id,
+                attempt=len(handoff.offers) + 1,
+                expires_at=facts.now + facts.offer_ttl,
+            )
+            return [(new_id(), offer)]
+    reason = "every candidate declined or let the offer expire" if asked else "no available agent to offer it to"
+    return [
+        (new_id(), HandoffFailed(handoff_id=handoff_id, reason=reason)),
+        (
+            new_id(),
+            EscalationRaised(
+                escalation_id=escalation_id_for_handoff(handoff_id),
+                level=1,
+                to_agent_id=facts.escalate_to,
+                reason=f"hand-off failed: {reason}",
+                handoff_id=handoff_id,
+            ),
+        ),
+    ]
+
+
+def decide_expire_offer(state: CustomerState, handoff_id: str, attempt: int, now: datetime, new_id: NewId) -> Decided:
+    """Record that an offer ran out without an answer (only if it is still live and due)."""
+    handoff = state.handoffs.get(handoff_id)
+    offer = handoff.live_offer if handoff else None
+    if offer is None or offer.attempt != attempt or now < offer.expires_at:
+        return []
+    return [
+        (
+            new_id(),
+            HandoffDeclined(handoff_id=handoff_id, agent_id=offer.agent_id, reason="offer expired", expired=True),
+        )
+    ]
