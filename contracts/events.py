@@ -180,6 +180,9 @@ class OwnerAssigned(Event):
     cause: OwnershipCause
     cause_event_id: str = Field(description="The event that caused the assignment.")
     handoff_id: EntityId | None = None
+    promises_transferred: list[EntityId] = Field(
+        default_factory=list, description="Open promises that became the new owner's to keep."
+    )
 
 
 class CallbackPromised(Event):

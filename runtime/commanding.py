@@ -6,12 +6,14 @@ The decision itself is a pure function supplied by the service's domain module.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid5
 
-from contracts.envelope import EventEnvelope
+from contracts.envelope import EventEnvelope, TraceContext
 from contracts.errors import RuleViolation
 from contracts.events import Event
 from runtime.events import EventContext, encode_event, payload_of, to_envelope
@@ -88,3 +90,24 @@ async def execute(
             state = fold(state, envelope, payload_of(envelope))
         return CommandOutcome(state, recorded)
     raise ConcurrencyExhausted(stream, retries + 1)
+
+
+SYSTEM_NAMESPACE = UUID("0b7f6c1e-3d2a-4f55-8a0e-6c1d9e2b7a44")
+
+
+def derived_ids(seed: str) -> Callable[[], UUID]:
+    """Event ids derived from what caused them, so re-running a reaction (a redelivery,
+    a second replica) appends nothing twice: the store treats the same ids as a retry."""
+    counter = itertools.count()
+    return lambda: uuid5(SYSTEM_NAMESPACE, f"{seed}/{next(counter)}")
+
+
+def system_context(actor: str, now: datetime, seed: str, cause: EventEnvelope | None = None) -> EventContext:
+    """The context of events a service records on its own (a reaction or a timer)."""
+    return EventContext(
+        actor=actor,
+        occurred_at=now,
+        correlation_id=cause.correlation_id if cause else uuid5(SYSTEM_NAMESPACE, seed),
+        causation_id=cause.event_id if cause else None,
+        trace_context=cause.trace_context if cause else TraceContext(),
+    )

@@ -55,6 +55,26 @@ class Settings(BaseSettings):
     timer_interval_seconds: float = Field(
         default=0.2, description="How often durable deadlines (offer expiry, promises) are checked."
     )
+    policy_file: str = Field(
+        default="",
+        description="TOML file with per-tenant policies (promise horizon, reminder lead, escalation delays); "
+        "empty: the defaults below for every tenant.",
+    )
+    promise_max_horizon: str = Field(
+        default="P30D", description="Default: how far ahead a promise may be due (ISO 8601 duration)."
+    )
+    reminder_lead: str = Field(
+        default="PT10M", description="Default: how long before a promise is due its owner is reminded (ISO 8601)."
+    )
+    escalation_level2_after: str = Field(
+        default="PT30M",
+        description="Default: an unacknowledged level-1 escalation climbs to level 2 after this (ISO 8601).",
+    )
+    webhook_max_attempts: int = Field(default=8, description="Delivery attempts of one webhook notification.")
+    webhook_retry_base_seconds: float = Field(
+        default=1.0, description="First webhook retry delay; doubles per attempt (capped at 5 minutes)."
+    )
+    webhook_timeout_seconds: float = Field(default=5.0, description="Timeout of one webhook delivery attempt.")
     log_level: str = Field(default="INFO", description="Log level.")
     fault: str = Field(
         default="",

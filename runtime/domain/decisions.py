@@ -13,16 +13,25 @@ from uuid import UUID
 
 from contracts.commands import (
     AcceptHandoff,
+    AcknowledgeEscalation,
     AddNote,
+    CancelCallback,
     CloseLoop,
+    CompleteCallback,
     DeclineHandoff,
     OpenContact,
+    PromiseCallback,
     RequestHandoff,
 )
 from contracts.errors import RuleViolation
 from contracts.events import (
+    AgentRole,
     AgentTarget,
+    CallbackCancelled,
+    CallbackCompleted,
+    CallbackPromised,
     ContactOpened,
+    EscalationAcknowledged,
     EscalationRaised,
     Event,
     ExternalTarget,
@@ -35,16 +44,22 @@ from contracts.events import (
     NoteAdded,
     OwnerAssigned,
     OwnershipCause,
+    PromiseBroken,
     SupervisorTarget,
     TeamTarget,
 )
 from runtime.domain.customer import (
     HANDOFF_ACCEPTED,
     HANDOFF_PENDING,
+    PROMISE_BROKEN,
+    PROMISE_OPEN,
+    UNRESOLVED_PROMISE_STATUSES,
     Contact,
     CustomerState,
+    Escalation,
     Handoff,
     Offer,
+    Promise,
 )
 from runtime.domain.directory import Agent
 
@@ -261,6 +276,7 @@ def decide_accept_handoff(
                 cause=OwnershipCause.HANDOFF_ACCEPTED,
                 cause_event_id=str(accepted_id),
                 handoff_id=handoff_id,
+                promises_transferred=[p.promise_id for p in state.open_promises],
             ),
         ),
     ]
@@ -369,3 +385,159 @@ def decide_expire_offer(state: CustomerState, handoff_id: str, attempt: int, now
             HandoffDeclined(handoff_id=handoff_id, agent_id=offer.agent_id, reason="offer expired", expired=True),
         )
     ]
+
+
+# --- promises and escalations -----------------------------------------------------------
+
+
+def require_promise(state: CustomerState, promise_id: str) -> Promise:
+    """404 unless the customer has that promise."""
+    require_customer(state)
+    promise = state.promises.get(promise_id)
+    if promise is None:
+        raise RuleViolation(
+            "not_found", "promise_not_found", f"customer {state.customer_id} has no promise {promise_id}"
+        )
+    return promise
+
+
+def _require_unresolved(promise: Promise) -> None:
+    if promise.status not in UNRESOLVED_PROMISE_STATUSES:
+        raise RuleViolation(
+            "conflict",
+            "promise_already_resolved",
+            f"promise {promise.promise_id} is already {promise.status.replace('_', ' ')}",
+            status=promise.status,
+        )
+
+
+def decide_promise_callback(
+    state: CustomerState,
+    command: PromiseCallback,
+    promise_id: str,
+    due_at: datetime,
+    now: datetime,
+    max_horizon: timedelta,
+    new_id: NewId,
+) -> Decided:
+    """Promise a callback on an open contact, due in the future and within the horizon."""
+    contact = require_contact(state, command.contact_id)
+    if contact.closed:
+        raise RuleViolation("conflict", "contact_closed", f"contact {command.contact_id} is closed")
+    if promise_id in state.promises:
+        raise RuleViolation("conflict", "promise_id_in_use", f"promise {promise_id} already exists")
+    if due_at <= now:
+        raise RuleViolation(
+            "invalid",
+            "due_time_in_past",
+            f"a promise must be due in the future (due {due_at.isoformat()}, now {now.isoformat()})",
+            errors=[{"field": "due_at", "location": "body", "reason": "must be in the future"}],
+        )
+    if due_at > now + max_horizon:
+        raise RuleViolation(
+            "invalid",
+            "due_time_beyond_horizon",
+            f"a promise may be due at most {max_horizon} ahead; don't make promises you can't keep",
+            errors=[{"field": "due_at", "location": "body", "reason": f"beyond the {max_horizon} horizon"}],
+        )
+    promised = CallbackPromised(
+        promise_id=promise_id,
+        contact_id=command.contact_id,
+        promised_by=command.promised_by,
+        due_at=due_at,
+        channel=command.channel,
+        what=command.what,
+    )
+    return [(new_id(), promised)]
+
+
+def decide_complete_callback(
+    state: CustomerState, promise_id: str, command: CompleteCallback, now: datetime, new_id: NewId
+) -> Decided:
+    """Record a kept promise; after its due time it is kept late (and resolves escalations)."""
+    promise = require_promise(state, promise_id)
+    _require_unresolved(promise)
+    late = now > promise.due_at or promise.status == PROMISE_BROKEN
+    done = CallbackCompleted(promise_id=promise_id, agent_id=command.agent_id, outcome=command.outcome, late=late)
+    return [(new_id(), done)]
+
+
+def decide_cancel_callback(state: CustomerState, promise_id: str, command: CancelCallback, new_id: NewId) -> Decided:
+    """Withdraw a promise with a reason."""
+    promise = require_promise(state, promise_id)
+    _require_unresolved(promise)
+    return [(new_id(), CallbackCancelled(promise_id=promise_id, agent_id=command.agent_id, reason=command.reason))]
+
+
+def escalation_id_for_promise(promise_id: str, level: int) -> str:
+    """The id of a promise's escalation at a level (one per promise and level)."""
+    return f"esc-{promise_id}-{level}"
+
+
+def decide_promise_due(
+    state: CustomerState, promise_id: str, now: datetime, escalate_to: str | None, new_id: NewId
+) -> Decided:
+    """At the due time, an unkept promise is broken and escalated to level 1 (the owner's
+    supervisor). Nothing to do if it was kept, cancelled or already broken, or not due."""
+    promise = state.promises.get(promise_id)
+    if promise is None or promise.status != PROMISE_OPEN or now < promise.due_at:
+        return []
+    return [
+        (new_id(), PromiseBroken(promise_id=promise_id, due_at=promise.due_at, owner_id=promise.responsible_id)),
+        (
+            new_id(),
+            EscalationRaised(
+                escalation_id=escalation_id_for_promise(promise_id, 1),
+                level=1,
+                to_agent_id=escalate_to,
+                reason=f"promise not kept by {promise.due_at.isoformat()}: {promise.what}",
+                promise_id=promise_id,
+            ),
+        ),
+    ]
+
+
+def decide_escalate_further(
+    state: CustomerState, escalation_id: str, escalate_to: str | None, new_id: NewId
+) -> Decided:
+    """An escalation nobody acknowledged climbs one level (to the supervisor's manager)."""
+    escalation = state.escalations.get(escalation_id)
+    if escalation is None or not escalation.open or escalation.promise_id is None:
+        return []
+    promise = state.promises.get(escalation.promise_id)
+    if promise is None or promise.status != PROMISE_BROKEN:
+        return []
+    next_id = escalation_id_for_promise(escalation.promise_id, escalation.level + 1)
+    if next_id in state.escalations:
+        return []
+    raised = EscalationRaised(
+        escalation_id=next_id,
+        level=escalation.level + 1,
+        to_agent_id=escalate_to,
+        reason=f"level {escalation.level} escalation {escalation_id} was not acknowledged",
+        promise_id=escalation.promise_id,
+    )
+    return [(new_id(), raised)]
+
+
+def decide_acknowledge_escalation(
+    state: CustomerState, escalation_id: str, command: AcknowledgeEscalation, agent: Agent | None, new_id: NewId
+) -> Decided:
+    """A supervisor or manager takes note of an escalation (once)."""
+    require_customer(state)
+    escalation: Escalation | None = state.escalations.get(escalation_id)
+    if escalation is None:
+        raise RuleViolation("not_found", "escalation_not_found", f"no escalation {escalation_id}")
+    if agent is None or agent.role not in {AgentRole.SUPERVISOR.value, AgentRole.MANAGER.value}:
+        raise RuleViolation(
+            "forbidden",
+            "only_supervisors_acknowledge",
+            "only a supervisor or a manager may acknowledge an escalation",
+        )
+    if escalation.acknowledged_by is not None:
+        raise RuleViolation(
+            "conflict",
+            "escalation_already_acknowledged",
+            f"escalation {escalation_id} was acknowledged by {escalation.acknowledged_by}",
+        )
+    return [(new_id(), EscalationAcknowledged(escalation_id=escalation_id, agent_id=command.agent_id))]

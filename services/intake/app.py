@@ -4,16 +4,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import Body, Depends, FastAPI, Header, Path, Request
+from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from contracts.commands import (
     AcceptHandoff,
+    AcknowledgeEscalation,
     AddNote,
+    CancelCallback,
     CloseLoop,
+    CompleteCallback,
     DeclineHandoff,
     OpenContact,
+    PromiseCallback,
     RegisterAgent,
     RequestHandoff,
 )
@@ -24,17 +28,24 @@ from runtime.compose import ServiceRuntime
 from runtime.domain.customer import CustomerState, Handoff, evolve
 from runtime.domain.decisions import (
     decide_accept_handoff,
+    decide_acknowledge_escalation,
     decide_add_note,
+    decide_cancel_callback,
     decide_close_loop,
+    decide_complete_callback,
     decide_decline_handoff,
     decide_open_contact,
+    decide_promise_callback,
     decide_request_handoff,
 )
 from runtime.domain.directory import DIRECTORY_STREAM, Directory, decide_register_agent, evolve_directory
 from runtime.domain.projections import OwnershipProjection
+from runtime.domain.time import due_after, parse_duration
 from runtime.events import EventContext, customer_stream
+from runtime.policy import Policies
 from runtime.store.port import RecordedEvent
 from runtime.web import STATUS_BY_KIND, create_app, problem, tenant_dependency
+from services.intake.escalations import STATUSES, EscalationIndex
 from services.intake.idempotency import IdempotencyRecords, IdSource, Remembered, fingerprint
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
@@ -43,6 +54,10 @@ CustomerId = Annotated[
 ]
 AgentId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN, description="The agent's id.")]
 ContactId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN, description="The contact's id.")]
+PromiseId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN, description="The promise's id.")]
+EscalationId = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=ID_PATTERN, description="The escalation's id.")
+]
 HandoffId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN, description="The hand-off's id.")]
 IdempotencyKey = Annotated[
     str | None,
@@ -159,7 +174,18 @@ def customer_json(state: CustomerState, tenant_id: str) -> dict[str, Any]:
     }
 
 
-def create_intake_app(runtime: ServiceRuntime, after_append: AfterAppend) -> FastAPI:  # noqa: PLR0915
+def _field_error(field: str, reason: str) -> RuleViolation:
+    return RuleViolation(
+        "invalid",
+        "validation",
+        f"invalid request: {field}: {reason}",
+        errors=[{"field": field, "location": "body", "reason": reason}],
+    )
+
+
+def create_intake_app(  # noqa: PLR0915
+    runtime: ServiceRuntime, after_append: AfterAppend, policies: Policies, escalations: EscalationIndex
+) -> FastAPI:
     """The intake app over a composed runtime; ``after_append`` publishes new events."""
     settings = runtime.settings
     store = runtime.store
@@ -498,6 +524,146 @@ def create_intake_app(runtime: ServiceRuntime, after_append: AfterAppend) -> Fas
                 handoff_id=handoff_id,
                 handoff=_handoff_json(state.handoffs[handoff_id], state),
             )
+
+        return await idempotent(request, tenant, idempotency_key, command, run)
+
+    # --- promises and escalations ----------------------------------------------------------
+
+    @app.post(
+        "/v1/customers/{customer_id}/promises",
+        tags=["promises"],
+        status_code=201,
+        summary="Promise a callback: due at a time (due_at) or within a duration (within, ISO 8601)",
+        responses=COMMON_ERRORS,
+    )
+    async def promise_callback(
+        request: Request,
+        customer_id: CustomerId,
+        command: Annotated[PromiseCallback, Body()],
+        tenant: Tenant,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        if (command.due_at is None) == (command.within is None):
+            raise _field_error("due_at", "give exactly one of due_at and within")
+        if command.due_at is not None and command.due_at.tzinfo is None:
+            raise _field_error("due_at", "must include a time zone, e.g. 2026-11-20T10:00:00Z")
+        within = None
+        if command.within is not None:
+            try:
+                within = parse_duration(command.within)
+            except ValueError as exc:
+                raise _field_error("within", str(exc)) from exc
+
+        async def run(ids: IdSource) -> Remembered:
+            promise_id = ids.entity("pr")
+            now = runtime.clock()
+            due_at = command.due_at if within is None else due_after(now, within)
+            assert due_at is not None
+            horizon = policies.for_tenant(tenant).promise_max_horizon
+            state, recorded = await customer_command(
+                tenant,
+                customer_id,
+                context(request, f"agent:{command.promised_by}"),
+                lambda s: decide_promise_callback(s, command, promise_id, due_at, now, horizon, ids.uuids()),
+            )
+            return answer(state, tenant, recorded, promise_id=promise_id, due_at=due_at.isoformat())
+
+        return await idempotent(request, tenant, idempotency_key, command, run)
+
+    @app.post(
+        "/v1/customers/{customer_id}/promises/{promise_id}/complete",
+        tags=["promises"],
+        summary="Record that a promise was kept (late when after its due time)",
+        responses=COMMON_ERRORS,
+    )
+    async def complete_callback(
+        request: Request,
+        customer_id: CustomerId,
+        promise_id: PromiseId,
+        command: Annotated[CompleteCallback, Body()],
+        tenant: Tenant,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: IdSource) -> Remembered:
+            state, recorded = await customer_command(
+                tenant,
+                customer_id,
+                context(request, f"agent:{command.agent_id}"),
+                lambda s: decide_complete_callback(s, promise_id, command, runtime.clock(), ids.uuids()),
+            )
+            return answer(
+                state, tenant, recorded, created=False, promise_id=promise_id, status=state.promises[promise_id].status
+            )
+
+        return await idempotent(request, tenant, idempotency_key, command, run)
+
+    @app.post(
+        "/v1/customers/{customer_id}/promises/{promise_id}/cancel",
+        tags=["promises"],
+        summary="Withdraw a promise, with a reason",
+        responses=COMMON_ERRORS,
+    )
+    async def cancel_callback(
+        request: Request,
+        customer_id: CustomerId,
+        promise_id: PromiseId,
+        command: Annotated[CancelCallback, Body()],
+        tenant: Tenant,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: IdSource) -> Remembered:
+            actor = f"agent:{command.agent_id}" if command.agent_id else f"api:{tenant}"
+            state, recorded = await customer_command(
+                tenant,
+                customer_id,
+                context(request, actor),
+                lambda s: decide_cancel_callback(s, promise_id, command, ids.uuids()),
+            )
+            return answer(
+                state, tenant, recorded, created=False, promise_id=promise_id, status=state.promises[promise_id].status
+            )
+
+        return await idempotent(request, tenant, idempotency_key, command, run)
+
+    @app.get("/v1/escalations", tags=["escalations"], summary="Escalations of the tenant, by status")
+    async def list_escalations(
+        tenant: Tenant,
+        status: Annotated[str | None, Query(description="open, acknowledged, resolved; all when omitted")] = None,
+    ) -> dict[str, Any]:
+        if status is not None and status not in STATUSES:
+            raise RuleViolation(
+                "invalid",
+                "validation",
+                f"invalid request: status: one of {', '.join(STATUSES)}",
+                errors=[{"field": "status", "location": "query", "reason": f"one of {', '.join(STATUSES)}"}],
+            )
+        return {"tenant_id": tenant, "items": await escalations.list(tenant, status)}
+
+    @app.post(
+        "/v1/escalations/{escalation_id}/acknowledge",
+        tags=["escalations"],
+        summary="Acknowledge an escalation (supervisors and managers only)",
+        responses={403: {"description": "Only a supervisor or manager may acknowledge."}, **COMMON_ERRORS},
+    )
+    async def acknowledge_escalation(
+        request: Request,
+        escalation_id: EscalationId,
+        command: Annotated[AcknowledgeEscalation, Body()],
+        tenant: Tenant,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: IdSource) -> Remembered:
+            found = await escalations.get(tenant, escalation_id)
+            if found is None:
+                raise RuleViolation("not_found", "escalation_not_found", f"no escalation {escalation_id}")
+            agent = (await directory(tenant)).get(command.agent_id)
+            state, recorded = await customer_command(
+                tenant,
+                str(found["customer_id"]),
+                context(request, f"agent:{command.agent_id}"),
+                lambda s: decide_acknowledge_escalation(s, escalation_id, command, agent, ids.uuids()),
+            )
+            return answer(state, tenant, recorded, created=False, escalation_id=escalation_id)
 
         return await idempotent(request, tenant, idempotency_key, command, run)
 

@@ -11,8 +11,10 @@ from fastapi import FastAPI
 from runtime.compose import ServiceRuntime, build_runtime
 from runtime.config import Settings
 from runtime.domain.projections import OwnershipProjection
+from runtime.policy import load_policies
 from runtime.store.port import RecordedEvent
 from services.intake.app import create_intake_app
+from services.intake.escalations import EscalationIndex
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,9 @@ FAULT_EXIT_CODE = 70
 
 def bootstrap(settings: Settings, runtime: ServiceRuntime | None = None) -> FastAPI:
     """Compose intake. Tests may pass a runtime built from fakes."""
-    runtime = runtime or build_runtime("intake", settings, [OwnershipProjection()])
+    runtime = runtime or build_runtime("intake", settings)
+    escalations = EscalationIndex(runtime.views)
+    runtime.add_consumer(OwnershipProjection(), reactor=escalations.react)
 
     async def after_append(records: Sequence[RecordedEvent]) -> None:
         if settings.fault == "exit_after_append":
@@ -30,4 +34,4 @@ def bootstrap(settings: Settings, runtime: ServiceRuntime | None = None) -> Fast
             os._exit(FAULT_EXIT_CODE)
         await runtime.relay.publish_now(records)
 
-    return create_intake_app(runtime, after_append)
+    return create_intake_app(runtime, after_append, load_policies(settings), escalations)

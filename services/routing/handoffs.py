@@ -3,13 +3,12 @@ escalate when nobody is left. Offer expiry is a durable deadline."""
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from uuid import UUID, uuid5
+from uuid import UUID
 
-from contracts.envelope import EventEnvelope, TraceContext
+from contracts.envelope import EventEnvelope
 from contracts.events import (
     Event,
     ExternalTarget,
@@ -19,26 +18,19 @@ from contracts.events import (
     HandoffOffered,
     HandoffRequested,
 )
-from runtime.commanding import Decide, execute, load
+from runtime.commanding import Decide, derived_ids, execute, load, system_context
 from runtime.compose import ServiceRuntime
 from runtime.domain.customer import CustomerState, evolve
 from runtime.domain.decisions import Decided, RoutingFacts, decide_expire_offer, decide_next_offer, rank_candidates
 from runtime.domain.directory import DIRECTORY_STREAM, Directory, evolve_directory
 from runtime.domain.projections import OwnershipProjection
-from runtime.events import EventContext, customer_stream
+from runtime.events import customer_stream
 from runtime.store.port import Deadline, DeadlineStore, RecordedEvent
 
 log = logging.getLogger(__name__)
 
 OFFER_TIMER = "routing-offer-expiry"
-NAMESPACE = UUID("0b7f6c1e-3d2a-4f55-8a0e-6c1d9e2b7a44")
 ACTOR = "system:routing"
-
-
-def derived_ids(seed: str) -> Callable[[], UUID]:
-    """Event ids derived from what caused them: re-running a reaction appends nothing twice."""
-    counter = itertools.count()
-    return lambda: uuid5(NAMESPACE, f"{seed}/{next(counter)}")
 
 
 class HandoffRouter:
@@ -90,13 +82,7 @@ class HandoffRouter:
     async def _run(
         self, tenant: str, customer_id: str, seed: str, cause: EventEnvelope | None, decide: Decide[CustomerState]
     ) -> None:
-        context = EventContext(
-            actor=ACTOR,
-            occurred_at=self._runtime.clock(),
-            correlation_id=cause.correlation_id if cause else uuid5(NAMESPACE, seed),
-            causation_id=cause.event_id if cause else None,
-            trace_context=cause.trace_context if cause else TraceContext(),
-        )
+        context = system_context(ACTOR, self._runtime.clock(), seed, cause)
         await execute(
             self._runtime.store,
             tenant,

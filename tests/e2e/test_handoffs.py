@@ -289,7 +289,7 @@ async def test_routing_killed_while_an_offer_is_pending(tmp_path: Path, nats_ser
 
         async def settled() -> list[str]:
             types = await event_types(system, tenant, customer)
-            return types if types.count("HandoffDeclined") >= 2 or "HandoffFailed" in types else []
+            return types if "EscalationRaised" in types else []
 
         types = await eventually(settled, timeout=30)
         declined_first = [t for t in types if t == "HandoffDeclined"]
