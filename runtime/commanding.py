@@ -18,6 +18,7 @@ from contracts.errors import RuleViolation
 from contracts.events import Event
 from runtime.events import EventContext, encode_event, payload_of, to_envelope
 from runtime.store.port import EventStore, RecordedEvent, WrongExpectedVersion
+from runtime.telemetry import current_trace_context
 
 S = TypeVar("S")
 
@@ -109,5 +110,10 @@ def system_context(actor: str, now: datetime, seed: str, cause: EventEnvelope | 
         occurred_at=now,
         correlation_id=cause.correlation_id if cause else uuid5(SYSTEM_NAMESPACE, seed),
         causation_id=cause.event_id if cause else None,
-        trace_context=cause.trace_context if cause else TraceContext(),
+        trace_context=_active_or(cause.trace_context if cause else TraceContext()),
     )
+
+
+def _active_or(fallback: TraceContext) -> TraceContext:
+    active = current_trace_context()
+    return active if active.traceparent else fallback

@@ -20,9 +20,11 @@ from runtime.bus.consumer import Projection, ProjectionConsumer, Reactor
 from runtime.bus.nats import JetStreamPublisher, attach, declare, make_broker
 from runtime.bus.outbox import OutboxRelay
 from runtime.config import Settings
-from runtime.store.port import DeadlineStore, EventStore, ViewStore
+from runtime.store.port import DeadlineStore, EventStore, RecordedEvent, ViewStore
+from runtime.telemetry import Family, Metrics, counter, gauge
 
 log = logging.getLogger(__name__)
+STOP_TIMEOUT_SECONDS = 4.0
 
 Clock = Callable[[], datetime]
 
@@ -80,6 +82,9 @@ def open_deadline_store(settings: Settings, service: str) -> DeadlineStore:
     raise ValueError(f"BATON_STORE_URL: unsupported store {url!r} (sqlite:/// or mongodb://)")
 
 
+Scraper = Callable[[], Awaitable[list[Family]]]
+"""Computes metric families at scrape time (queries a store, reads counters)."""
+
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 """A task a service runs until its stop event is set (timers, the relay)."""
 
@@ -97,11 +102,84 @@ class ServiceRuntime:
     relay: OutboxRelay
     consumers: list[ProjectionConsumer] = field(default_factory=list)
     deadlines: DeadlineStore | None = None
+    metrics: Metrics = field(init=False)
+    _scrapers: list[Scraper] = field(default_factory=list)
     _subscribers: list[Any] = field(default_factory=list)
     _background: list[Background] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started: bool = False
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.name)
+
+    async def after_append(self, records: Sequence[RecordedEvent]) -> None:
+        """Count freshly appended events and publish them (the outbox fast path)."""
+        self.metrics.events_appended.labels(self.name).inc(len(records))
+        await self.relay.publish_now(records)
+
+    def add_scraper(self, scraper: Scraper) -> None:
+        """Add metric families computed at each scrape of /metrics."""
+        self._scrapers.append(scraper)
+
+    async def scrape(self) -> bytes:
+        """The Prometheus exposition of this service."""
+        families: list[Family] = []
+        try:
+            backlog = len(await self.store.unpublished(10_000))
+            families.append(
+                gauge("baton_outbox_backlog", "Appended events not yet published.", {"service": self.name}, backlog)
+            )
+        except Exception:
+            log.warning("metrics: outbox backlog unavailable", exc_info=True)
+        redeliveries: dict[tuple[str, ...], float] = {}
+        outcomes: dict[tuple[str, ...], float] = {}
+        for consumer in self.consumers:
+            redeliveries[(consumer.name,)] = consumer.redeliveries
+            for outcome, count in consumer.counts.items():
+                outcomes[(consumer.name, outcome.value)] = count
+            try:
+                parked = len(await self.views.parked(consumer.name))
+                families.append(
+                    gauge(
+                        "baton_parked_messages",
+                        "Messages parked after their attempts.",
+                        {"consumer": consumer.name},
+                        parked,
+                    )
+                )
+                info = await self.broker.connection.jetstream().consumer_info(self.settings.nats_stream, consumer.name)
+                families.append(
+                    gauge(
+                        "baton_consumer_lag",
+                        "Messages not yet delivered to the consumer.",
+                        {"consumer": consumer.name},
+                        info.num_pending or 0,
+                    )
+                )
+            except Exception:
+                log.debug("metrics: consumer %s state unavailable", consumer.name, exc_info=True)
+        if self.consumers:
+            families.append(
+                counter("baton_consumer_redeliveries", "Deliveries after the first.", redeliveries, ["consumer"])
+            )
+            families.append(
+                counter("baton_consumer_messages", "Messages handled, by outcome.", outcomes, ["consumer", "outcome"])
+            )
+        families.append(
+            counter(
+                "baton_events_published",
+                "Events published to JetStream by this process.",
+                {(self.name,): self.relay.published_total},
+                ["service"],
+            )
+        )
+        for scraper in self._scrapers:
+            try:
+                families.extend(await scraper())
+            except Exception:
+                log.warning("metrics: a scraper failed", exc_info=True)
+        return self.metrics.exposition(families)
 
     def add_consumer(self, projection: Projection, reactor: Reactor | None = None) -> ProjectionConsumer:
         """Keep ``projection`` up to date from the bus (and run ``reactor`` per event)."""
@@ -145,9 +223,10 @@ class ServiceRuntime:
         self._stop.set()
         with contextlib.suppress(Exception):
             await self.broker.stop()
-        for task in self._tasks:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, timeout=5)
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_SECONDS)
+            for task in pending:
+                task.cancel()
         self._tasks.clear()
         await self.store.close()
         await self.views.close()

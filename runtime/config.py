@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         default=1.0, description="First webhook retry delay; doubles per attempt (capped at 5 minutes)."
     )
     webhook_timeout_seconds: float = Field(default=5.0, description="Timeout of one webhook delivery attempt.")
+    trace_file: str = Field(
+        default="",
+        description="Write finished spans as JSON lines to this file ('{service}' is replaced by the service "
+        "name); for tests and debugging. OTLP export uses the standard OTEL_* variables.",
+    )
     log_level: str = Field(default="INFO", description="Log level.")
     fault: str = Field(
         default="",

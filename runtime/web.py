@@ -2,13 +2,15 @@
 readiness routes, the tenant header, and the app factory with the runtime lifespan."""
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from opentelemetry.trace import SpanKind
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -17,10 +19,13 @@ from contracts.ids import TenantId
 from runtime.compose import ServiceRuntime
 from runtime.config import Settings
 from runtime.events import customer_stream
+from runtime.telemetry import log_tenant, setup_logging, setup_tracing, span
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+GRACEFUL_HTTP_SECONDS = 4
 PROBLEM_BASE = "https://baton.dev/problems/"
 STATUS_BY_KIND = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 422}
 TITLES = {
@@ -137,6 +142,32 @@ def create_app(title: str, description: str, runtime: ServiceRuntime, version: s
     app.state.runtime = runtime
     install_problem_handlers(app)
 
+    @app.middleware("http")
+    async def trace_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.url.path in UNTRACED_PATHS:
+            return await call_next(request)
+        token = log_tenant.set(request.headers.get("x-tenant-id") or runtime.settings.default_tenant)
+        name = f"{request.method} {request.url.path}"
+        try:
+            with span(
+                name,
+                SpanKind.SERVER,
+                dict(request.headers),
+                **{"http.request.method": request.method, "url.path": request.url.path},
+            ) as current:
+                response = await call_next(request)
+                route = request.scope.get("route")
+                if route is not None:
+                    current.update_name(f"{request.method} {getattr(route, 'path', request.url.path)}")
+                current.set_attribute("http.response.status_code", response.status_code)
+                return response
+        finally:
+            log_tenant.reset(token)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(await runtime.scrape(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": runtime.name}
@@ -182,21 +213,24 @@ def create_app(title: str, description: str, runtime: ServiceRuntime, version: s
     return app
 
 
-def serve(build: Callable[[Settings], FastAPI], port_of: Callable[[Settings], int]) -> None:
-    """Entry point helper: read settings once, build the app, serve it until SIGTERM/SIGINT."""
+def serve(service: str, build: Callable[[Settings], FastAPI], port_of: Callable[[Settings], int]) -> None:
+    """Entry point helper: read settings once, set up logs and traces, serve until SIGTERM/SIGINT.
+
+    On SIGTERM uvicorn stops accepting connections, lets in-flight requests finish (at most
+    a few seconds), then the lifespan stops the runtime: the process exits within 10 s.
+    """
     import uvicorn
 
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    setup_logging(settings.log_level)
+    setup_tracing(service, settings.trace_file)
     uvicorn.run(
         build(settings),
         host=settings.host,
         port=port_of(settings),
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=8,
+        log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_HTTP_SECONDS,
         access_log=False,
     )
 

@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from contracts.envelope import EventEnvelope
 from contracts.events import Event
 from runtime.events import payload_of, to_envelope
 from runtime.store.port import EventStore, ParkedMessage, ViewConflict, ViewStore
+from runtime.telemetry import log_customer, log_tenant, span
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +118,22 @@ class ProjectionConsumer:
             # A message nobody can ever decode: park it at once, retrying cannot help.
             await self._park(None, subject, attempts, f"undecodable message: {exc}")
             return self._count(Handled(Outcome.PARKED))
+        tenant_token = log_tenant.set(envelope.tenant_id)
+        customer_token = log_customer.set(envelope.customer_id)
         try:
-            applied = await self.apply_through(envelope)
+            with span(
+                f"consume {envelope.event_type}",
+                SpanKind.CONSUMER,
+                envelope.trace_context,
+                **{
+                    "messaging.system": "nats",
+                    "messaging.consumer.group.name": self.name,
+                    "baton.event_id": str(envelope.event_id),
+                    "baton.stream_version": envelope.stream_version,
+                    "messaging.message.delivery_attempt": attempts,
+                },
+            ):
+                applied = await self.apply_through(envelope)
         except Exception as exc:
             if attempts >= self._max_attempts:
                 log.error(
@@ -139,6 +155,9 @@ class ProjectionConsumer:
                 exc,
             )
             return self._count(Handled(Outcome.RETRY, delay))
+        finally:
+            log_tenant.reset(tenant_token)
+            log_customer.reset(customer_token)
         return self._count(Handled(Outcome.APPLIED if applied else Outcome.SKIPPED))
 
     async def apply_through(self, envelope: EventEnvelope) -> bool:

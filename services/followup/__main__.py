@@ -4,4 +4,4 @@ from runtime.web import serve
 from services.followup.bootstrap import bootstrap
 
 if __name__ == "__main__":
-    serve(bootstrap, lambda s: s.followup_port)
+    serve("followup", bootstrap, lambda s: s.followup_port)

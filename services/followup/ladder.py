@@ -7,6 +7,7 @@ each promise exactly once. Reminders and escalations are also sent to the CRM.
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -32,12 +33,17 @@ from runtime.domain.time import due_after
 from runtime.events import customer_stream
 from runtime.policy import Policies
 from runtime.store.port import Deadline, DeadlineStore, RecordedEvent
+from runtime.telemetry import Family, counter, gauge
 
 log = logging.getLogger(__name__)
 
 PROMISE_TIMER = "followup-promises"
+"""Due times of open promises: how many are pending is the number of open promises."""
+REMINDER_TIMER = "followup-reminders"
+ESCALATION_TIMER = "followup-escalations"
 ACTOR = "system:followup"
 REMINDER, DUE, ESCALATE = "reminder", "due", "escalate"
+TIMER_OF = {REMINDER: REMINDER_TIMER, DUE: PROMISE_TIMER, ESCALATE: ESCALATION_TIMER}
 FIRE_CONCURRENCY = 16
 
 
@@ -68,6 +74,7 @@ class PromiseLadder:
         self._after_append = after_append
         self._interval = timer_interval
         self.fired_total = 0
+        self.escalations_by_level: dict[int, int] = {}
 
     @staticmethod
     def key(customer_id: str, subject_id: str, step: str) -> str:
@@ -77,7 +84,7 @@ class PromiseLadder:
     async def _schedule(self, tenant: str, customer_id: str, subject_id: str, step: str, at: datetime) -> None:
         data = {"customer_id": customer_id, "subject_id": subject_id, "step": step}
         await self._deadlines.schedule(
-            Deadline(PROMISE_TIMER, tenant, self.key(customer_id, subject_id, step), at, data)
+            Deadline(TIMER_OF[step], tenant, self.key(customer_id, subject_id, step), at, data)
         )
 
     async def react(self, envelope: EventEnvelope, event: Event) -> None:
@@ -94,11 +101,11 @@ class PromiseLadder:
             await self._schedule(tenant, customer_id, event.promise_id, DUE, event.due_at)
         elif isinstance(event, CallbackCompleted | CallbackCancelled):
             for step in (REMINDER, DUE):
-                await self._deadlines.cancel(PROMISE_TIMER, tenant, self.key(customer_id, event.promise_id, step))
+                await self._deadlines.cancel(TIMER_OF[step], tenant, self.key(customer_id, event.promise_id, step))
             state = await self._state(tenant, customer_id)
             promise = state.promises.get(event.promise_id)
             for escalation_id in promise.escalation_ids if promise else ():
-                await self._deadlines.cancel(PROMISE_TIMER, tenant, self.key(customer_id, escalation_id, ESCALATE))
+                await self._deadlines.cancel(ESCALATION_TIMER, tenant, self.key(customer_id, escalation_id, ESCALATE))
         elif isinstance(event, EscalationRaised):
             payload = {
                 "customer_id": customer_id,
@@ -114,7 +121,7 @@ class PromiseLadder:
                 at = due_after(envelope.occurred_at, policy.escalation_level2_after)
                 await self._schedule(tenant, customer_id, event.escalation_id, ESCALATE, at)
         elif isinstance(event, EscalationAcknowledged):
-            await self._deadlines.cancel(PROMISE_TIMER, tenant, self.key(customer_id, event.escalation_id, ESCALATE))
+            await self._deadlines.cancel(ESCALATION_TIMER, tenant, self.key(customer_id, event.escalation_id, ESCALATE))
         elif isinstance(event, HandoffOffered):
             payload = {
                 "customer_id": customer_id,
@@ -139,7 +146,7 @@ class PromiseLadder:
         return directory
 
     async def _record(self, tenant: str, customer_id: str, seed: str, decide: Decide[CustomerState]) -> None:
-        await execute(
+        outcome = await execute(
             self._runtime.store,
             tenant,
             customer_stream(customer_id),
@@ -150,6 +157,10 @@ class PromiseLadder:
             retries=self._runtime.settings.command_retries,
             after_append=self._after_append,
         )
+        for record in outcome.recorded:
+            if record.event_type == EscalationRaised.event_type:
+                level = int(json.loads(record.data)["level"])
+                self.escalations_by_level[level] = self.escalations_by_level.get(level, 0) + 1
 
     async def fire(self, deadline: Deadline, now: datetime) -> None:
         """Carry out one due step (idempotent), then forget the deadline."""
@@ -190,12 +201,14 @@ class PromiseLadder:
                 return decide_escalate_further(state, subject_id, manager, derived_ids(seed))
 
             await self._record(tenant, customer_id, seed, decide_climb)
-        await self._deadlines.cancel(PROMISE_TIMER, tenant, deadline.key, due_at=deadline.due_at)
+        await self._deadlines.cancel(deadline.timer, tenant, deadline.key, due_at=deadline.due_at)
 
     async def fire_due(self, limit: int = 500) -> int:
         """Fire every due step (a bounded batch). Returns how many fired."""
         now = self._runtime.clock()
-        due = await self._deadlines.due(PROMISE_TIMER, now, limit=limit)
+        due: list[Deadline] = []
+        for timer in (PROMISE_TIMER, ESCALATION_TIMER, REMINDER_TIMER):
+            due += await self._deadlines.due(timer, now, limit=limit)
         if not due:
             return 0
         gate = asyncio.Semaphore(FIRE_CONCURRENCY)
@@ -223,3 +236,19 @@ class PromiseLadder:
                 log.warning("promise deadline check failed, retrying: %r", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._interval)
+
+    async def scrape(self) -> list[Family]:
+        """Metrics: open and overdue promises, escalations by level (this process)."""
+        now = self._runtime.clock()
+        open_promises = await self._deadlines.count(PROMISE_TIMER)
+        overdue = len(await self._deadlines.due(PROMISE_TIMER, now, limit=10_000))
+        levels: dict[tuple[str, ...], float] = {
+            (str(level),): float(count) for level, count in self.escalations_by_level.items()
+        }
+        return [
+            gauge("baton_promises_open", "Promises waiting for their due time.", {}, open_promises),
+            gauge(
+                "baton_promises_overdue", "Promises past their due time not yet escalated (ladder lag).", {}, overdue
+            ),
+            counter("baton_escalations", "Escalations raised by this process, by level.", levels, ["level"]),
+        ]

@@ -4,4 +4,4 @@ from runtime.web import serve
 from services.intake.bootstrap import bootstrap
 
 if __name__ == "__main__":
-    serve(bootstrap, lambda s: s.intake_port)
+    serve("intake", bootstrap, lambda s: s.intake_port)

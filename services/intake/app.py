@@ -1,5 +1,6 @@
 """intake's HTTP API: commands and queries for CRMs and agents."""
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -21,7 +22,6 @@ from contracts.commands import (
     RegisterAgent,
     RequestHandoff,
 )
-from contracts.envelope import TraceContext
 from contracts.errors import RuleViolation
 from runtime.commanding import execute, load
 from runtime.compose import ServiceRuntime
@@ -44,6 +44,7 @@ from runtime.domain.time import due_after, parse_duration
 from runtime.events import EventContext, customer_stream
 from runtime.policy import Policies
 from runtime.store.port import RecordedEvent
+from runtime.telemetry import current_trace_context
 from runtime.web import STATUS_BY_KIND, create_app, problem, tenant_dependency
 from services.intake.escalations import STATUSES, EscalationIndex
 from services.intake.idempotency import IdempotencyRecords, IdSource, Remembered, fingerprint
@@ -208,9 +209,7 @@ def create_intake_app(  # noqa: PLR0915
             actor=actor,
             occurred_at=runtime.clock(),
             correlation_id=correlation_id,
-            trace_context=TraceContext(
-                traceparent=request.headers.get("traceparent"), tracestate=request.headers.get("tracestate")
-            ),
+            trace_context=current_trace_context(),
         )
 
     async def idempotent(
@@ -221,12 +220,35 @@ def create_intake_app(  # noqa: PLR0915
         run: Callable[[IdSource], Awaitable[Remembered]],
     ) -> JSONResponse:
         """Run a command once per Idempotency-Key; replay the first answer to retries."""
+        name = getattr(request.scope.get("route"), "name", "unknown")
+        counted = runtime.metrics.commands
+        try:
+            response = await _idempotent(request, tenant, key, command, run)
+        except RuleViolation as exc:
+            counted.labels(runtime.name, name, exc.kind).inc()
+            raise
+        except Exception:
+            counted.labels(runtime.name, name, "error").inc()
+            raise
+        replayed = response.headers.get("idempotent-replayed") == "true"
+        outcome = "replayed" if replayed else ("ok" if response.status_code < 400 else "rejected")
+        counted.labels(runtime.name, name, outcome).inc()
+        return response
+
+    async def _idempotent(
+        request: Request,
+        tenant: str,
+        key: str | None,
+        command: BaseModel | None,
+        run: Callable[[IdSource], Awaitable[Remembered]],
+    ) -> JSONResponse:
         if key is None:
             answer = await run(IdSource(tenant, None))
             return JSONResponse(answer.body, status_code=answer.status)
         IdempotencyRecords.validate_key(key)
         print_ = fingerprint(request.method, request.url.path, command.model_dump(mode="json") if command else None)
         earlier = await records.lookup(tenant, key, print_)
+        replayed = earlier is not None
         if earlier is None:
             try:
                 answer = await run(IdSource(tenant, key))
@@ -234,14 +256,14 @@ def create_intake_app(  # noqa: PLR0915
                 if exc.rule == "concurrent_modification":
                     raise  # transient: a retry with the same key may succeed
                 body = problem(STATUS_BY_KIND[exc.kind], exc.rule, exc.detail, request.url.path, **exc.extra)
-                answer = Remembered(body.status_code, __import__("json").loads(body.body))
+                answer = Remembered(body.status_code, json.loads(bytes(body.body)))
             earlier = await records.remember(tenant, key, print_, answer)
         media = "application/problem+json" if earlier.status >= 400 else "application/json"
         return JSONResponse(
             earlier.body,
             status_code=earlier.status,
             media_type=media,
-            headers={"Idempotent-Replayed": "false" if earlier is None else "true"},
+            headers={"Idempotent-Replayed": "true" if replayed else "false"},
         )
 
     async def customer_command(
@@ -484,6 +506,9 @@ def create_intake_app(  # noqa: PLR0915
                 context(request, f"agent:{command.agent_id}"),
                 lambda s: decide_accept_handoff(s, handoff_id, command, runtime.clock(), ids.uuids()),
             )
+            if recorded:
+                waited = runtime.clock() - state.handoffs[handoff_id].requested_at
+                runtime.metrics.handoff_acceptance.observe(waited.total_seconds())
             return answer(
                 state,
                 tenant,

@@ -32,6 +32,6 @@ def bootstrap(settings: Settings, runtime: ServiceRuntime | None = None) -> Fast
             log.critical("fault switch: exiting between append and publish")
             logging.shutdown()
             os._exit(FAULT_EXIT_CODE)
-        await runtime.relay.publish_now(records)
+        await runtime.after_append(records)
 
     return create_intake_app(runtime, after_append, load_policies(settings), escalations)

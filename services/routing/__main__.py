@@ -4,4 +4,4 @@ from runtime.web import serve
 from services.routing.bootstrap import bootstrap
 
 if __name__ == "__main__":
-    serve(bootstrap, lambda s: s.routing_port)
+    serve("routing", bootstrap, lambda s: s.routing_port)

@@ -20,7 +20,7 @@ def bootstrap(settings: Settings, runtime: ServiceRuntime | None = None) -> Fast
         runtime,
         runtime.open_deadlines(),
         offer_ttl=timedelta(seconds=settings.offer_ttl_seconds),
-        after_append=runtime.relay.publish_now,
+        after_append=runtime.after_append,
         timer_interval=settings.timer_interval_seconds,
     )
     runtime.add_consumer(OwnershipProjection(), reactor=router.react)

@@ -83,7 +83,7 @@ class HandoffRouter:
         self, tenant: str, customer_id: str, seed: str, cause: EventEnvelope | None, decide: Decide[CustomerState]
     ) -> None:
         context = system_context(ACTOR, self._runtime.clock(), seed, cause)
-        await execute(
+        outcome = await execute(
             self._runtime.store,
             tenant,
             customer_stream(customer_id),
@@ -94,6 +94,8 @@ class HandoffRouter:
             retries=self._runtime.settings.command_retries,
             after_append=self._after_append,
         )
+        for record in outcome.recorded:
+            log.info("recorded %s v%d for %s", record.event_type, record.version, customer_id)
 
     async def offer_next(self, tenant: str, customer_id: str, handoff_id: str, cause: EventEnvelope) -> None:
         """Offer the hand-off to the best candidate not yet asked, or fail it."""
