@@ -75,7 +75,5 @@ def load_policies(settings: Settings) -> Policies:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"BATON_POLICY_FILE {path}: {exc}") from exc
     default = _apply(default, data.get("default", {}), "default")
-    tenants = {
-        tenant: _apply(default, table, f"tenants.{tenant}") for tenant, table in data.get("tenants", {}).items()
-    }
+    tenants = {tenant: _apply(default, table, f"tenants.{tenant}") for tenant, table in data.get("tenants", {}).items()}
     return Policies(default, tenants)
