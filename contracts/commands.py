@@ -21,11 +21,6 @@ class Command(BaseModel):
 class OpenContact(Command):
     """Record that an agent took a contact from this customer."""
 
-    contact_id: EntityId | None = Field(default=None, description="Your id for the contact; generated when omitted.")
-    agent_id: EntityId
-    channel: Channel = Channel.PHONE
-    subject: Annotated[str, Field(max_length=500)] | None = None
-
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
@@ -41,9 +36,24 @@ class OpenContact(Command):
         },
     )
 
+    contact_id: EntityId | None = Field(default=None, description="Your id for the contact; generated when omitted.")
+    agent_id: EntityId
+    channel: Channel = Channel.PHONE
+    subject: Annotated[str, Field(max_length=500)] | None = None
+
 
 class AddNote(Command):
     """Take a note during a contact."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"author_id": "alice", "text": "Customer sent the bank statement; charge of 49.90 appears twice."}
+            ]
+        },
+    )
 
     author_id: EntityId
     text: NonEmptyText
@@ -51,6 +61,22 @@ class AddNote(Command):
 
 class RequestHandoff(Command):
     """Ask to hand the customer to a colleague, team, supervisor or outside organisation."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "from_agent_id": "alice",
+                    "target": {"kind": "team", "team": "billing"},
+                    "reason": "needs_expertise",
+                    "recap": "Double charge on the November invoice; bank statement received; expects a refund.",
+                    "customer_informed": True,
+                }
+            ]
+        },
+    )
 
     from_agent_id: EntityId
     target: HandoffTarget
@@ -62,11 +88,19 @@ class RequestHandoff(Command):
 class AcceptHandoff(Command):
     """Accept a hand-off offered to you."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [{"agent_id": "carol"}]})
+
     agent_id: EntityId
 
 
 class DeclineHandoff(Command):
     """Decline a hand-off offered to you, saying why."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={"examples": [{"agent_id": "bob", "reason": "Not my product line"}]},
+    )
 
     agent_id: EntityId
     reason: ShortText
@@ -75,12 +109,36 @@ class DeclineHandoff(Command):
 class CloseLoop(Command):
     """Close the loop with the customer: the contact is done."""
 
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"agent_id": "carol", "resolution": "Refund issued; customer confirmed by phone."}]
+        },
+    )
+
     agent_id: EntityId
     resolution: NonEmptyText
 
 
 class PromiseCallback(Command):
     """Promise to get back to the customer by a due time (``due_at`` or ``within``)."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "contact_id": "c-1001",
+                    "promised_by": "carol",
+                    "within": "PT1H",
+                    "channel": "phone",
+                    "what": "Call back once the refund is booked",
+                }
+            ]
+        },
+    )
 
     contact_id: EntityId
     promised_by: EntityId
@@ -93,12 +151,24 @@ class PromiseCallback(Command):
 class CompleteCallback(Command):
     """Record that a promise was kept."""
 
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={"examples": [{"agent_id": "carol", "outcome": "Called back; refund confirmed"}]},
+    )
+
     agent_id: EntityId
     outcome: NonEmptyText
 
 
 class CancelCallback(Command):
     """Withdraw a promise, with a reason."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={"examples": [{"agent_id": "carol", "reason": "Customer asked us not to call"}]},
+    )
 
     agent_id: EntityId | None = None
     reason: NonEmptyText
@@ -107,11 +177,30 @@ class CancelCallback(Command):
 class AcknowledgeEscalation(Command):
     """A supervisor or manager takes note of an escalation."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [{"agent_id": "sam"}]})
+
     agent_id: EntityId
 
 
 class RegisterAgent(Command):
     """Register or update an agent in the directory."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Carol Diaz",
+                    "role": "agent",
+                    "teams": ["billing"],
+                    "skills": ["refunds"],
+                    "supervisor_id": "sam",
+                    "available": True,
+                }
+            ]
+        },
+    )
 
     name: ShortText
     role: AgentRole = AgentRole.AGENT
