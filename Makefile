@@ -51,7 +51,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m runtime.devrun
 
-test: lint
+# checkov (the manifest security scanner) pins packages that clash with ours, so it lives
+# in a venv of its own under .venv/tools, rebuilt when its requirements change.
+CHECKOV := $(VENV)/tools/checkov/.requirements-sha256
+$(CHECKOV): tests/deploy/checkov-requirements.txt | $(STAMP)
+	$(BIN)/python -m tests.deploy.checkov_env
+
+test: lint $(CHECKOV)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

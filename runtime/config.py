@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     mongodb_database: str = Field(default="baton", description="Database name when the store is MongoDB.")
     nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server(s), comma-separated.")
     nats_stream: str = Field(default="BATON_EVENTS", description="JetStream stream that carries events.")
+    nats_stream_replicas: int = Field(
+        default=1, description="Replicas of the JetStream stream (3 on a production cluster)."
+    )
     subject_prefix: str = Field(default="baton.events", description="Subjects are <prefix>.<tenant>.<event type>.")
     host: str = Field(default="127.0.0.1", description="Interface the HTTP API binds to.")
     intake_port: int = Field(default=8000, description="intake's HTTP port.")

@@ -29,9 +29,9 @@ def stream_config(name: str, subject_prefix: str, replicas: int = 1) -> StreamCo
     )
 
 
-async def ensure_stream(js: JetStreamContext, name: str, subject_prefix: str) -> None:
+async def ensure_stream(js: JetStreamContext, name: str, subject_prefix: str, replicas: int = 1) -> None:
     """Create the stream, or bring an existing one to the expected configuration."""
-    config = stream_config(name, subject_prefix)
+    config = stream_config(name, subject_prefix, replicas)
     try:
         await js.stream_info(name)
     except NotFoundError:

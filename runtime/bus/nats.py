@@ -53,7 +53,9 @@ def make_broker(settings: Settings, name: str) -> NatsBroker:
 
 async def declare(broker: NatsBroker, settings: Settings) -> None:
     """Declare the events stream (idempotent). Call after ``broker.connect()``."""
-    await ensure_stream(broker.connection.jetstream(), settings.nats_stream, settings.subject_prefix)
+    await ensure_stream(
+        broker.connection.jetstream(), settings.nats_stream, settings.subject_prefix, settings.nats_stream_replicas
+    )
 
 
 class JetStreamPublisher:
