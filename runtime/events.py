@@ -13,8 +13,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from contracts.envelope import EventEnvelope, TraceContext
-from contracts.events import Event, event_class
+from contracts.events import Event
 from runtime.store.port import NewEvent, RecordedEvent
+from runtime.upcasting import typed_payload
 
 CUSTOMER_STREAM_PREFIX = "customer:"
 AGENT_STREAM_PREFIX = "agent:"
@@ -94,5 +95,4 @@ def to_envelope(record: RecordedEvent) -> EventEnvelope:
 
 def payload_of(envelope: EventEnvelope) -> Event:
     """The typed payload of an envelope (raises UnknownEventType or a validation error)."""
-    cls = event_class(envelope.event_type, envelope.schema_version)
-    return cls.model_validate(envelope.payload)
+    return typed_payload(envelope.event_type, envelope.schema_version, envelope.payload)

@@ -30,7 +30,8 @@ from pydantic import ValidationError
 
 from contracts.envelope import EventEnvelope
 from contracts.events import Event
-from runtime.events import payload_of, to_envelope
+from runtime.events import to_envelope
+from runtime.rebuild import apply_envelopes
 from runtime.store.port import EventStore, ParkedMessage, ViewConflict, ViewStore
 from runtime.telemetry import log_customer, log_tenant, span
 
@@ -178,13 +179,7 @@ class ProjectionConsumer:
                 pending = [to_envelope(r) for r in records]
                 if not pending or pending[-1].stream_version != target:
                     raise LookupError(f"{tenant}/{stream} v{target} is on the bus but not in the store yet")
-            for item in pending:
-                event = payload_of(item)
-                if self._reactor is not None:
-                    await self._reactor(item, event)
-                doc = self._projection.apply(doc, item, event)
-                doc["events_applied"] = int(doc.get("events_applied", 0)) + 1
-                doc["last_event_id"] = str(item.event_id)
+            doc = await apply_envelopes(self._projection, doc, pending, self._reactor)
             try:
                 await self._views.save(self._projection.view, tenant, stream, doc, target, version)
                 return True

@@ -11,9 +11,16 @@ concern ``majority``, explicitly):
     One document per append ("commit"): ``tenant_id``, ``stream``, ``versions``
     ``[v1..vn]``, ``positions`` ``[p1..pn]``, ``first_position``, ``events`` (each with
     ``event_id``, ``event_type``, ``schema_version``, ``data``, ``metadata`` as BSON
-    binary, ``version``, ``position``), ``recorded_at`` (a BSON date), and while some of
-    its events are unpublished ``pending: true`` with their ids in ``unpublished``.
-    A single-document insert is atomic, so an append is all or nothing.
+    binary, ``version``, ``position``, ``hash``, ``previous_hash``), ``recorded_at`` (a
+    BSON date), and while some of its events are unpublished ``pending: true`` with
+    their ids in ``unpublished``. A single-document insert is atomic, so an append is
+    all or nothing.
+
+    Hash chain: each event's ``hash`` chains to the previous event of its stream
+    (``runtime.audit.chain``). The previous hash is the last event of the stream's head
+    commit, read together with the stream version before the insert; if another commit
+    lands in between, the insert fails on the ``stream_versions`` index (it covers the
+    same version) and the append re-reads the head, so a stream's chain stays linear.
 
     A *tombstone* is a document ``{positions: [p], tombstone: true, recorded_at}``: it
     fills a global position that a writer allocated but never committed (see
@@ -72,6 +79,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from runtime.audit.chain import GENESIS_HASH, chain_links
 from runtime.store.port import (
     AppendResult,
     Deadline,
@@ -340,12 +348,12 @@ class MongoEventStore(EventStore):
             duplicate = await self._already_appended(tenant_id, stream, ids)
             if duplicate is not None:
                 return duplicate
-            actual = await self._stream_version(tenant_id, stream)
+            actual, head_hash = await self._stream_head(tenant_id, stream)
             if actual != expected_version:
                 raise WrongExpectedVersion(tenant_id, stream, expected_version, actual)
 
             positions = await self._allocate(len(events))
-            commit = self._commit_document(tenant_id, stream, expected_version, events, positions)
+            commit = self._commit_document(tenant_id, stream, expected_version, head_hash, events, positions)
             try:
                 await self._commits.insert_one(commit)
             except DuplicateKeyError as exc:
@@ -369,6 +377,7 @@ class MongoEventStore(EventStore):
                 last_version=expected_version + len(events),
                 positions=tuple(positions),
                 duplicate=False,
+                hashes=tuple(e["hash"] for e in commit["events"]),
             )
         raise StoreError(f"stream {tenant_id}/{stream}: append gave up after {self._max_attempts} attempts")
 
@@ -377,11 +386,13 @@ class MongoEventStore(EventStore):
         tenant_id: str,
         stream: str,
         expected_version: int,
+        head_hash: str,
         events: Sequence[NewEvent],
         positions: Sequence[int],
     ) -> dict[str, Any]:
         versions = list(range(expected_version + 1, expected_version + len(events) + 1))
         ids = [_uuid_bin(e.event_id) for e in events]
+        links = chain_links(tenant_id, stream, expected_version + 1, head_hash, events)
         return {
             "tenant_id": tenant_id,
             "stream": stream,
@@ -397,8 +408,10 @@ class MongoEventStore(EventStore):
                     "metadata": Binary(bytes(e.metadata)),
                     "version": version,
                     "position": position,
+                    "hash": link.hash,
+                    "previous_hash": link.previous_hash,
                 }
-                for e, event_id, version, position in zip(events, ids, versions, positions, strict=True)
+                for e, event_id, version, position, link in zip(events, ids, versions, positions, links, strict=True)
             ],
             "recorded_at": _to_bson_time(self._clock()),
             "pending": True,
@@ -419,11 +432,12 @@ class MongoEventStore(EventStore):
                 "events.event_id": 1,
                 "events.version": 1,
                 "events.position": 1,
+                "events.hash": 1,
             },
         ).to_list(None)
         if not found:
             return None
-        where: dict[UUID, tuple[str, str, int, int]] = {}
+        where: dict[UUID, tuple[str, str, int, int, str]] = {}
         for commit in found:
             for event in commit["events"]:
                 where[_as_uuid(event["event_id"])] = (
@@ -431,6 +445,7 @@ class MongoEventStore(EventStore):
                     commit["stream"],
                     int(event["version"]),
                     int(event["position"]),
+                    str(event.get("hash", "")),
                 )
         located = [where.get(i) for i in ids]
         if all(loc is not None for loc in located):
@@ -444,6 +459,7 @@ class MongoEventStore(EventStore):
                     last_version=versions[-1],
                     positions=tuple(loc[3] for loc in places),
                     duplicate=True,
+                    hashes=tuple(loc[4] for loc in places),
                 )
         raise DuplicateEventId(
             f"stream {tenant_id}/{stream}: {sum(loc is not None for loc in located)} of "
@@ -537,6 +553,24 @@ class MongoEventStore(EventStore):
         )
         return max(head["versions"]) if head else 0
 
+    async def _stream_head(self, tenant_id: str, stream: str) -> tuple[int, str]:
+        """The stream's version and the hash of its last event (genesis when empty):
+        one read of the head commit through the ``stream_versions`` index."""
+        head = await self._commits.find_one(
+            {"tenant_id": tenant_id, "stream": stream},
+            projection={"_id": 0, "versions": 1, "events.version": 1, "events.hash": 1},
+            sort=[("versions", DESCENDING)],
+        )
+        if not head:
+            return 0, GENESIS_HASH
+        last = max(head["events"], key=lambda e: int(e["version"]))
+        if not last.get("hash"):
+            raise StoreError(
+                f"stream {tenant_id}/{stream}: its last event has no hash (written before the hash chain); "
+                "chain the stream's existing events before appending to it"
+            )
+        return int(last["version"]), str(last["hash"])
+
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The contiguous run of positions after ``after_position`` (never past a gap).
 
@@ -614,6 +648,10 @@ class MongoEventStore(EventStore):
             data=bytes(event["data"]),
             metadata=bytes(event["metadata"]),
             recorded_at=_from_bson_time(commit["recorded_at"]),
+            # Commits written before the chain existed have no hashes: they read as
+            # empty strings, which the verifier reports as a broken chain.
+            hash=str(event.get("hash", "")),
+            previous_hash=str(event.get("previous_hash", "")),
         )
 
     # ------------------------------------------------------------------ outbox

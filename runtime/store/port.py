@@ -31,9 +31,7 @@ class WrongExpectedVersion(StoreError):
     """
 
     def __init__(self, tenant_id: str, stream: str, expected: int, actual: int) -> None:
-        super().__init__(
-            f"stream {tenant_id}/{stream}: expected version {expected}, actual {actual}"
-        )
+        super().__init__(f"stream {tenant_id}/{stream}: expected version {expected}, actual {actual}")
         self.tenant_id = tenant_id
         self.stream = stream
         self.expected = expected
@@ -66,7 +64,16 @@ class NewEvent:
 
 @dataclass(frozen=True, slots=True)
 class RecordedEvent:
-    """An event as stored: a ``NewEvent`` plus where and when it was recorded."""
+    """An event as stored: a ``NewEvent`` plus where and when it was recorded, and its
+    link in the stream's hash chain.
+
+    ``hash`` is the SHA-256 (64 lowercase hex characters) of the event's canonical
+    encoding (``runtime.audit.chain``: the stored bytes and the fields that place the
+    event in its stream) chained to ``previous_hash``, the ``hash`` of the stream's
+    previous event (64 zeros for version 1). The adapter computes both at append time,
+    inside the same atomic step that checks the expected version. ``position`` and
+    ``recorded_at`` are not covered by the hash.
+    """
 
     tenant_id: str
     stream: str
@@ -78,17 +85,22 @@ class RecordedEvent:
     data: bytes
     metadata: bytes
     recorded_at: datetime
+    hash: str
+    previous_hash: str
 
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """Where an append landed: the stream's versions and global positions it took."""
+    """Where an append landed: the stream's versions and global positions it took, and
+    the chain hashes of its events (for an idempotent retry: the ones stored first)."""
 
     first_version: int
     last_version: int
     positions: tuple[int, ...] = field(default_factory=tuple)
     duplicate: bool = False
     """True when every event id had been appended before: nothing new was written."""
+    hashes: tuple[str, ...] = field(default_factory=tuple)
+    """The ``hash`` of each appended event, in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +143,9 @@ class EventStore(abc.ABC):
         ``expected_version`` 0 means the stream must not exist yet. Raises
         ``WrongExpectedVersion`` on a conflict. Re-appending events whose ids are all
         already in this stream, in this order, succeeds with ``duplicate=True`` and
-        writes nothing (an idempotent retry). Raises ``DuplicateEventId`` when only some
+        writes nothing (an idempotent retry; the result carries the stored hashes).
+        Each event is chained (``RecordedEvent.hash``) to the one before it in the
+        stream, read in the same atomic step as the version check. Raises ``DuplicateEventId`` when only some
         ids exist or they exist elsewhere. ``events`` must not be empty.
         """
 
@@ -207,9 +221,7 @@ class ViewStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def find(
-        self, view: str, tenant_id: str, field_name: str, value: Any, limit: int = 1000
-    ) -> list[ViewDoc]:
+    async def find(self, view: str, tenant_id: str, field_name: str, value: Any, limit: int = 1000) -> list[ViewDoc]:
         """Documents of a view whose top-level ``field_name`` equals ``value``."""
 
     @abc.abstractmethod

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 from uuid import UUID
 
+from runtime.audit.chain import GENESIS_HASH, chain_links, event_hash
 from runtime.store.port import (
     AppendResult,
     Deadline,
@@ -72,8 +73,12 @@ BUSY_TIMEOUT_S = 30.0
 _MAX_PARAMS = 500
 """Ids per ``IN (...)`` list: well below SQLite's bound-parameter limit."""
 
-SCHEMA_VERSION = 1
-"""Stored in ``PRAGMA user_version``; bump it together with a migration."""
+SCHEMA_VERSION = 2
+"""Stored in ``PRAGMA user_version``; bump it together with a migration.
+
+1: the first schema. 2: ``events.hash`` and ``events.previous_hash`` (the hash chain);
+a version-1 file gets the columns and its existing events chained when first opened.
+"""
 
 _SCHEMA = (
     """
@@ -89,6 +94,8 @@ _SCHEMA = (
         metadata       BLOB    NOT NULL,
         recorded_at    TEXT    NOT NULL,
         published      INTEGER NOT NULL DEFAULT 0,
+        hash           TEXT    NOT NULL,
+        previous_hash  TEXT    NOT NULL,
         UNIQUE (tenant_id, stream, version)
     )
     """,
@@ -140,12 +147,10 @@ _SCHEMA = (
 
 _EVENT_COLUMNS = (
     "position, tenant_id, stream, version, event_id, event_type, schema_version, "
-    "data, metadata, recorded_at"
+    "data, metadata, recorded_at, hash, previous_hash"
 )
 
-_PARKED_COLUMNS = (
-    "consumer, event_id, tenant_id, stream, version, subject, attempts, error, parked_at"
-)
+_PARKED_COLUMNS = "consumer, event_id, tenant_id, stream, version, subject, attempts, error, parked_at"
 
 
 def _utc_now() -> datetime:
@@ -192,7 +197,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         def create_schema() -> None:
             for statement in _SCHEMA:
                 conn.execute(statement)
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            _chain_unchained_events(conn)
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
         _write(conn, create_schema)
@@ -200,6 +206,40 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _chain_unchained_events(conn: sqlite3.Connection) -> None:
+    """Migration 1 -> 2: add the chain columns to a file created before them and chain
+    its events, stream by stream in version order. Runs inside the schema transaction;
+    a file that has the columns is left alone. (The chain of such legacy events proves
+    that nothing changed after the migration, not before it.)"""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "hash" in columns:
+        return
+    conn.execute("ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE events ADD COLUMN previous_hash TEXT NOT NULL DEFAULT ''")
+    rows = conn.execute(
+        "SELECT position, tenant_id, stream, version, event_id, event_type, schema_version, data, metadata "
+        "FROM events ORDER BY tenant_id, stream, version"
+    ).fetchall()
+    stream_of: tuple[str, str] | None = None
+    previous = GENESIS_HASH
+    for position, tenant_id, stream, version, event_id, event_type, schema_version, data, metadata in rows:
+        if (tenant_id, stream) != stream_of:
+            stream_of, previous = (tenant_id, stream), GENESIS_HASH
+        digest = event_hash(
+            previous_hash=previous,
+            tenant_id=tenant_id,
+            stream=stream,
+            version=version,
+            event_id=UUID(event_id),
+            event_type=event_type,
+            schema_version=schema_version,
+            data=bytes(data),
+            metadata=bytes(metadata),
+        )
+        conn.execute("UPDATE events SET hash = ?, previous_hash = ? WHERE position = ?", (digest, previous, position))
+        previous = digest
 
 
 def _retry_while_locked(action: Callable[[], T]) -> T:
@@ -291,7 +331,7 @@ class _SqliteDatabase:
 
 def _recorded(row: tuple[Any, ...]) -> RecordedEvent:
     position, tenant_id, stream, version, event_id, event_type, schema_version, *rest = row
-    data, metadata, recorded_at = rest
+    data, metadata, recorded_at, digest, previous_hash = rest
     return RecordedEvent(
         tenant_id=tenant_id,
         stream=stream,
@@ -303,6 +343,8 @@ def _recorded(row: tuple[Any, ...]) -> RecordedEvent:
         data=bytes(data),
         metadata=bytes(metadata),
         recorded_at=datetime.fromisoformat(recorded_at),
+        hash=digest,
+        previous_hash=previous_hash,
     )
 
 
@@ -328,9 +370,7 @@ class SqliteEventStore(_SqliteDatabase, EventStore):
             raise ValueError("append needs at least one event")
         ids = [str(e.event_id) for e in events]
         if len(set(ids)) != len(ids):
-            raise DuplicateEventId(
-                f"stream {tenant_id}/{stream}: an event id repeats in one append"
-            )
+            raise DuplicateEventId(f"stream {tenant_id}/{stream}: an event id repeats in one append")
 
         def work(conn: sqlite3.Connection) -> AppendResult:
             return _write(
@@ -357,33 +397,36 @@ class SqliteEventStore(_SqliteDatabase, EventStore):
         events: list[NewEvent],
         ids: list[str],
     ) -> AppendResult:
-        existing: dict[str, tuple[str, str, int, int]] = {}
+        existing: dict[str, tuple[str, str, int, int, str]] = {}
         for chunk in _chunks(ids):
-            for event_id, tenant, strm, version, position in conn.execute(
-                "SELECT event_id, tenant_id, stream, version, position FROM events "
+            for event_id, tenant, strm, version, position, digest in conn.execute(
+                "SELECT event_id, tenant_id, stream, version, position, hash FROM events "
                 f"WHERE event_id IN ({_placeholders(len(chunk))})",
                 chunk,
             ):
-                existing[event_id] = (tenant, strm, version, position)
+                existing[event_id] = (tenant, strm, version, position, digest)
         if existing:
             return _duplicate_result(tenant_id, stream, ids, existing)
 
+        # The stream's head (version and hash), read under the write lock: the new
+        # events chain to it and no other writer can append in between.
         row = conn.execute(
-            "SELECT MAX(version) FROM events WHERE tenant_id = ? AND stream = ?",
+            "SELECT version, hash FROM events WHERE tenant_id = ? AND stream = ? ORDER BY version DESC LIMIT 1",
             (tenant_id, stream),
         ).fetchone()
-        actual = row[0] or 0
+        actual, head_hash = (row[0], row[1]) if row else (0, GENESIS_HASH)
         if actual != expected_version:
             raise WrongExpectedVersion(tenant_id, stream, expected_version, actual)
+        links = chain_links(tenant_id, stream, actual + 1, head_hash, events)
 
         recorded_at = _timestamp(self._clock())
         positions: list[int] = []
         try:
-            for offset, event in enumerate(events, start=1):
+            for offset, (event, link) in enumerate(zip(events, links, strict=True), start=1):
                 cursor = conn.execute(
                     "INSERT INTO events (tenant_id, stream, version, event_id, event_type, "
-                    "schema_version, data, metadata, recorded_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "schema_version, data, metadata, recorded_at, hash, previous_hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         tenant_id,
                         stream,
@@ -394,6 +437,8 @@ class SqliteEventStore(_SqliteDatabase, EventStore):
                         bytes(event.data),
                         bytes(event.metadata),
                         recorded_at,
+                        link.hash,
+                        link.previous_hash,
                     ),
                 )
                 assert cursor.lastrowid is not None
@@ -406,6 +451,7 @@ class SqliteEventStore(_SqliteDatabase, EventStore):
             first_version=actual + 1,
             last_version=actual + len(events),
             positions=tuple(positions),
+            hashes=tuple(link.hash for link in links),
         )
 
     async def read_stream(
@@ -419,10 +465,7 @@ class SqliteEventStore(_SqliteDatabase, EventStore):
         """See ``EventStore.read_stream``; served by the (tenant, stream, version) index."""
         if limit is not None and limit <= 0:
             return []
-        sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM events "
-            "WHERE tenant_id = ? AND stream = ? AND version > ?"
-        )
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND stream = ? AND version > ?"
         params: list[Any] = [tenant_id, stream, after_version]
         if until_version is not None:
             sql += " AND version <= ?"
@@ -461,8 +504,7 @@ class SqliteEventStore(_SqliteDatabase, EventStore):
             return []
         rows = await self._run(
             lambda conn: conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE published = 0 "
-                "ORDER BY position LIMIT ?",
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE published = 0 ORDER BY position LIMIT ?",
                 (limit,),
             ).fetchall()
         )
@@ -489,7 +531,7 @@ def _duplicate_result(
     tenant_id: str,
     stream: str,
     ids: list[str],
-    existing: dict[str, tuple[str, str, int, int]],
+    existing: dict[str, tuple[str, str, int, int, str]],
 ) -> AppendResult:
     """An idempotent retry's result, or ``DuplicateEventId`` if it is not one.
 
@@ -505,10 +547,9 @@ def _duplicate_result(
                 last_version=versions[-1],
                 positions=tuple(f[3] for f in found if f is not None),
                 duplicate=True,
+                hashes=tuple(f[4] for f in found if f is not None),
             )
-        raise DuplicateEventId(
-            f"stream {tenant_id}/{stream}: these event ids were appended in another order"
-        )
+        raise DuplicateEventId(f"stream {tenant_id}/{stream}: these event ids were appended in another order")
     clashes = sorted(existing)
     raise DuplicateEventId(
         f"stream {tenant_id}/{stream}: {len(clashes)} of {len(ids)} event ids already exist "
@@ -601,30 +642,22 @@ class SqliteViewStore(_SqliteDatabase, ViewStore):
             if expected_version == 0:
                 try:
                     conn.execute(
-                        "INSERT INTO views (view, tenant_id, key, version, doc) "
-                        "VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO views (view, tenant_id, key, version, doc) VALUES (?, ?, ?, ?, ?)",
                         (view, tenant_id, key, version, text),
                     )
                 except sqlite3.IntegrityError as error:
-                    raise ViewConflict(
-                        f"view {view} {tenant_id}/{key}: already exists (expected none)"
-                    ) from error
+                    raise ViewConflict(f"view {view} {tenant_id}/{key}: already exists (expected none)") from error
                 return
             cursor = conn.execute(
-                "UPDATE views SET version = ?, doc = ? "
-                "WHERE view = ? AND tenant_id = ? AND key = ? AND version = ?",
+                "UPDATE views SET version = ?, doc = ? WHERE view = ? AND tenant_id = ? AND key = ? AND version = ?",
                 (version, text, view, tenant_id, key, expected_version),
             )
             if cursor.rowcount == 0:
-                raise ViewConflict(
-                    f"view {view} {tenant_id}/{key}: not at version {expected_version}"
-                )
+                raise ViewConflict(f"view {view} {tenant_id}/{key}: not at version {expected_version}")
 
         await self._run(lambda conn: _write(conn, lambda: work(conn)))
 
-    async def find(
-        self, view: str, tenant_id: str, field_name: str, value: Any, limit: int = 1000
-    ) -> list[ViewDoc]:
+    async def find(self, view: str, tenant_id: str, field_name: str, value: Any, limit: int = 1000) -> list[ViewDoc]:
         """See ``ViewStore.find``. Ordered by key. Scans the view's documents of the tenant."""
         if limit <= 0:
             return []
@@ -649,11 +682,7 @@ class SqliteViewStore(_SqliteDatabase, ViewStore):
 
     async def drop(self, view: str) -> None:
         """See ``ViewStore.drop``."""
-        await self._run(
-            lambda conn: _write(
-                conn, lambda: conn.execute("DELETE FROM views WHERE view = ?", (view,))
-            )
-        )
+        await self._run(lambda conn: _write(conn, lambda: conn.execute("DELETE FROM views WHERE view = ?", (view,))))
 
     async def park(self, message: ParkedMessage) -> None:
         """See ``ViewStore.park``: an upsert keyed by (consumer, event_id)."""
@@ -751,9 +780,7 @@ class SqliteDeadlineStore(_SqliteDatabase, DeadlineStore):
             )
         )
 
-    async def cancel(
-        self, timer: str, tenant_id: str, key: str, due_at: datetime | None = None
-    ) -> None:
+    async def cancel(self, timer: str, tenant_id: str, key: str, due_at: datetime | None = None) -> None:
         """Remove the deadline (idempotent); with ``due_at``, only if it is still due then."""
         sql = "DELETE FROM deadlines WHERE timer = ? AND tenant_id = ? AND key = ?"
         params = [timer, tenant_id, key]
@@ -789,8 +816,6 @@ class SqliteDeadlineStore(_SqliteDatabase, DeadlineStore):
     async def count(self, timer: str) -> int:
         """How many deadlines of ``timer`` are pending (due or not)."""
         row = await self._run(
-            lambda conn: conn.execute(
-                "SELECT COUNT(*) FROM deadlines WHERE timer = ?", (timer,)
-            ).fetchone()
+            lambda conn: conn.execute("SELECT COUNT(*) FROM deadlines WHERE timer = ?", (timer,)).fetchone()
         )
         return int(row[0])

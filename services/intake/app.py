@@ -46,6 +46,7 @@ from runtime.policy import Policies
 from runtime.store.port import RecordedEvent
 from runtime.telemetry import current_trace_context
 from runtime.web import STATUS_BY_KIND, create_app, problem, tenant_dependency
+from services.intake.audit_routes import add_audit_routes, load_state_as_of, parse_as_of
 from services.intake.escalations import STATUSES, EscalationIndex
 from services.intake.idempotency import IdempotencyRecords, IdSource, Remembered, fingerprint
 
@@ -698,10 +699,20 @@ def create_intake_app(  # noqa: PLR0915
         summary="Owner and since when, open contacts with notes, the pending hand-off, open promises",
         responses={404: {"description": "Nothing was ever recorded for this customer."}},
     )
-    async def get_customer(customer_id: CustomerId, tenant: Tenant) -> dict[str, Any]:
-        state, _ = await load(store, tenant, customer_stream(customer_id), CustomerState(customer_id), evolve)
+    async def get_customer(
+        customer_id: CustomerId,
+        tenant: Tenant,
+        as_of: Annotated[
+            str | None, Query(description="ISO 8601 instant: the customer as it was then (for auditors).")
+        ] = None,
+    ) -> dict[str, Any]:
+        if as_of is not None:
+            state = await load_state_as_of(store, tenant, customer_id, parse_as_of(as_of))
+        else:
+            state, _ = await load(store, tenant, customer_stream(customer_id), CustomerState(customer_id), evolve)
         if not state.exists:
             raise RuleViolation("not_found", "customer_not_found", f"no customer {customer_id} in tenant {tenant}")
         return customer_json(state, tenant)
 
+    add_audit_routes(app, runtime)
     return app

@@ -36,6 +36,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from runtime.audit.chain import GENESIS_HASH, event_hash
 from runtime.store.port import (
     AppendResult,
     DuplicateEventId,
@@ -184,7 +185,11 @@ class EventStoreContract(_StoreContractBase, abc.ABC):
         assert all(p > 0 for p in positions)
         assert positions == sorted(set(positions))
         assert result == AppendResult(
-            first_version=1, last_version=3, positions=tuple(positions), duplicate=False
+            first_version=1,
+            last_version=3,
+            positions=tuple(positions),
+            duplicate=False,
+            hashes=tuple(r.hash for r in recorded),
         )
 
     async def test_append_result_reports_the_next_versions_and_positions(
@@ -437,6 +442,110 @@ class EventStoreContract(_StoreContractBase, abc.ABC):
                 await event_store.append(target_tenant, target_stream, 0, [new_event(), event])
             assert await event_store.read_stream(target_tenant, target_stream) == []
         assert len(await self.read_all_pages(event_store)) == 1
+
+    # ---------------------------------------------------------------- hash chain
+
+    @staticmethod
+    def recomputed(record: RecordedEvent) -> str:
+        """The record's hash as ``runtime.audit.chain`` computes it from the stored fields."""
+        return event_hash(
+            previous_hash=record.previous_hash,
+            tenant_id=record.tenant_id,
+            stream=record.stream,
+            version=record.version,
+            event_id=record.event_id,
+            event_type=record.event_type,
+            schema_version=record.schema_version,
+            data=record.data,
+            metadata=record.metadata,
+        )
+
+    def assert_chained(self, records: list[RecordedEvent]) -> None:
+        """Versions 1..n, each linked to the one before (genesis first), hashes recomputable."""
+        assert [r.version for r in records] == list(range(1, len(records) + 1))
+        previous = GENESIS_HASH
+        for record in records:
+            assert len(record.hash) == 64 and record.hash == record.hash.lower()
+            int(record.hash, 16)
+            assert record.previous_hash == previous, f"v{record.version} does not link to v{record.version - 1}"
+            assert record.hash == self.recomputed(record), f"v{record.version}: stored hash differs"
+            previous = record.hash
+
+    async def test_the_first_event_of_a_stream_links_to_genesis(self, event_store: EventStore) -> None:
+        tenant, stream = new_tenant(), new_stream()
+        result = await event_store.append(tenant, stream, 0, [new_event()])
+        (record,) = await event_store.read_stream(tenant, stream)
+        assert record.previous_hash == GENESIS_HASH == "0" * 64
+        assert record.hash == self.recomputed(record)
+        assert result.hashes == (record.hash,)
+
+    async def test_events_chain_within_their_stream_across_appends(self, event_store: EventStore) -> None:
+        tenant, stream = new_tenant(), new_stream()
+        results = []
+        version = 0
+        for size in (1, 3, 1, 2):
+            results.append(await event_store.append(tenant, stream, version, new_events(size)))
+            version += size
+        records = await event_store.read_stream(tenant, stream)
+        self.assert_chained(records)
+        assert [h for r in results for h in r.hashes] == [r.hash for r in records]
+        # read_all and the outbox return the same links.
+        links = {r.event_id: (r.hash, r.previous_hash) for r in records}
+        assert all(links[r.event_id] == (r.hash, r.previous_hash) for r in await self.read_all_pages(event_store))
+        assert all(links[r.event_id] == (r.hash, r.previous_hash) for r in await event_store.unpublished(100))
+
+    async def test_a_multi_event_append_chains_inside_the_commit(self, event_store: EventStore) -> None:
+        tenant, stream = new_tenant(), new_stream()
+        await event_store.append(tenant, stream, 0, new_events(2))
+        result = await event_store.append(tenant, stream, 2, new_events(4))
+        records = await event_store.read_stream(tenant, stream)
+        self.assert_chained(records)
+        commit = records[2:]
+        assert result.hashes == tuple(r.hash for r in commit)
+        assert commit[0].previous_hash == records[1].hash
+        assert [r.previous_hash for r in commit[1:]] == [r.hash for r in commit[:-1]]
+
+    async def test_chains_are_separate_per_stream_and_tenant(self, event_store: EventStore) -> None:
+        tenant, other_tenant, stream, other_stream = new_tenant(), new_tenant(), new_stream(), new_stream()
+        places = ((tenant, stream), (tenant, other_stream), (other_tenant, stream))
+        for place_tenant, place_stream in places:
+            await event_store.append(place_tenant, place_stream, 0, [new_event(data=b"same", metadata=b"same")])
+        heads = [(await event_store.read_stream(t, s))[0] for t, s in places]
+        assert all(h.previous_hash == GENESIS_HASH for h in heads)
+        assert len({h.hash for h in heads}) == 3  # tenant, stream and event id are covered
+
+    async def test_an_idempotent_reappend_returns_the_stored_hashes(self, event_store: EventStore) -> None:
+        tenant, stream = new_tenant(), new_stream()
+        batch = new_events(3)
+        first = await event_store.append(tenant, stream, 0, batch)
+        await event_store.append(tenant, stream, 3, new_events(1))
+        again = await event_store.append(tenant, stream, 0, batch)
+        assert again.duplicate is True
+        assert again.hashes == first.hashes and len(first.hashes) == 3
+        records = await event_store.read_stream(tenant, stream)
+        assert tuple(r.hash for r in records[:3]) == first.hashes
+        self.assert_chained(records)
+
+    async def test_concurrent_appenders_keep_one_linear_chain(self) -> None:
+        n = 12
+        stores = [await self.open_event_store() for _ in range(n)]
+        tenant, stream = new_tenant(), new_stream()
+
+        async def appender(store: EventStore) -> None:
+            batch = new_events(2)
+            while True:
+                version = await store.stream_version(tenant, stream)
+                try:
+                    await store.append(tenant, stream, version, batch)
+                    return
+                except WrongExpectedVersion:
+                    await asyncio.sleep(0)
+
+        async with asyncio.timeout(CONCURRENCY_TIMEOUT_S):
+            await asyncio.gather(*(appender(s) for s in stores))
+        records = await stores[0].read_stream(tenant, stream)
+        assert len(records) == 2 * n
+        self.assert_chained(records)
 
     # ------------------------------------------------------ concurrent appenders
 

@@ -533,6 +533,48 @@ class _AdapterTests:
             await things.insert_one({"p": [4, 3]})
         assert dup.value.details["keyPattern"] == {"p": 1}
 
+    async def test_each_commit_stores_the_chain_links_of_its_events(self) -> None:
+        store = self.store()
+        tenant, stream = new_tenant(), new_stream()
+        await store.append(tenant, stream, 0, new_events(1))
+        result = await store.append(tenant, stream, 1, new_events(3))
+        commit = await self.db["commits"].find_one({"tenant_id": tenant, "stream": stream, "versions": 2})
+        stored = [(e["version"], e["previous_hash"], e["hash"]) for e in commit["events"]]
+        records = await store.read_stream(tenant, stream)
+        assert stored == [(r.version, r.previous_hash, r.hash) for r in records[1:]]
+        assert tuple(h for _, _, h in stored) == result.hashes
+        assert stored[0][1] == records[0].hash
+
+    async def test_a_late_writer_rechains_on_the_head_it_finds_when_retrying(self) -> None:
+        store, late = self.store(), self.store()
+        await store.ensure_indexes()
+        held = _HeldInserts(late._commits)
+        late._commits = held
+        tenant, stream = new_tenant(), new_stream()
+        await store.append(tenant, stream, 0, new_events(1))
+        late_append = asyncio.create_task(late.append(tenant, stream, 1, new_events(1)))
+        await asyncio.wait_for(held.arrived.wait(), 5)
+        await store.append(tenant, stream, 1, new_events(2))  # lands first
+        held.release.set()
+        with pytest.raises(WrongExpectedVersion):
+            await asyncio.wait_for(late_append, 10)
+        records = await store.read_stream(tenant, stream)
+        assert [r.previous_hash for r in records[1:]] == [r.hash for r in records[:-1]]
+
+    async def test_a_stream_from_before_the_chain_is_refused_with_a_clear_error(self) -> None:
+        from runtime.store.port import StoreError
+
+        store = self.store()
+        tenant, stream = new_tenant(), new_stream()
+        await store.append(tenant, stream, 0, new_events(1))
+        await self.db["commits"].update_one(
+            {"tenant_id": tenant, "stream": stream}, {"$unset": {"events.0.hash": "", "events.0.previous_hash": ""}}
+        )
+        (legacy,) = await store.read_stream(tenant, stream)
+        assert (legacy.hash, legacy.previous_hash) == ("", "")
+        with pytest.raises(StoreError, match="before the hash chain"):
+            await store.append(tenant, stream, 1, new_events(1))
+
 
 class TestMongomockAdapter(_OnMongomock, _AdapterTests):
     """Adapter-specific behaviour on mongomock (through the async facade)."""

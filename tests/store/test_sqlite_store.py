@@ -96,8 +96,81 @@ async def test_indexes_serve_the_hot_queries(tmp_path: Path) -> None:
         )
         assert "USING INDEX" in by_stream
         assert "TEMP B-TREE" not in by_stream
+        head = await plan(
+            "SELECT version, hash FROM events WHERE tenant_id = 't' AND stream = 's' "
+            "ORDER BY version DESC LIMIT 1"
+        )
+        assert "USING INDEX" in head
+        assert "TEMP B-TREE" not in head
     finally:
         await store.close()
+
+
+_SCHEMA_V1_EVENTS = """
+    CREATE TABLE events (
+        position       INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id      TEXT    NOT NULL,
+        stream         TEXT    NOT NULL,
+        version        INTEGER NOT NULL,
+        event_id       TEXT    NOT NULL UNIQUE,
+        event_type     TEXT    NOT NULL,
+        schema_version INTEGER NOT NULL,
+        data           BLOB    NOT NULL,
+        metadata       BLOB    NOT NULL,
+        recorded_at    TEXT    NOT NULL,
+        published      INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (tenant_id, stream, version)
+    )
+"""
+
+
+async def test_a_file_from_before_the_hash_chain_is_migrated_and_chained(tmp_path: Path) -> None:
+    import sqlite3
+
+    from runtime.audit.chain import GENESIS_HASH, event_hash
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute(_SCHEMA_V1_EVENTS)
+    conn.execute("PRAGMA user_version = 1")
+    legacy = [("t1", "s", 1), ("t2", "s", 1), ("t1", "s", 2), ("t1", "s", 3)]
+    events = new_events(len(legacy))
+    for (tenant, stream, version), event in zip(legacy, events, strict=True):
+        conn.execute(
+            "INSERT INTO events (tenant_id, stream, version, event_id, event_type, schema_version, data, "
+            "metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (tenant, stream, version, str(event.event_id), event.event_type, 1, event.data, event.metadata,
+             "2030-01-01T00:00:00.000000+00:00"),
+        )
+    conn.commit()
+    conn.close()
+
+    store = await SqliteEventStore.open(path)
+    try:
+        for tenant in ("t1", "t2"):
+            previous = GENESIS_HASH
+            for rec in await store.read_stream(tenant, "s"):
+                assert rec.previous_hash == previous
+                assert rec.hash == event_hash(
+                    previous_hash=previous, tenant_id=rec.tenant_id, stream=rec.stream, version=rec.version,
+                    event_id=rec.event_id, event_type=rec.event_type, schema_version=rec.schema_version,
+                    data=rec.data, metadata=rec.metadata,
+                )
+                previous = rec.hash
+        # New appends chain on from the migrated head.
+        await store.append("t1", "s", 3, [new_event()])
+        recs = await store.read_stream("t1", "s")
+        assert recs[-1].previous_hash == recs[-2].hash
+        version = await store._run(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+        assert version == 2
+    finally:
+        await store.close()
+    # Opening again changes nothing.
+    again = await SqliteEventStore.open(path)
+    try:
+        assert [r.hash for r in await again.read_stream("t1", "s")] == [r.hash for r in recs]
+    finally:
+        await again.close()
 
 
 async def test_clock_stamps_recorded_at_in_utc(tmp_path: Path) -> None:
