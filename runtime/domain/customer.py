@@ -60,6 +60,24 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True)
+class NoteLog:
+    """Notes as an immutable linked list, newest first: appending is O(1), so folding a
+    long history stays linear while every intermediate state stays unchanged."""
+
+    note: Note
+    previous: NoteLog | None = None
+
+    def all(self) -> tuple[Note, ...]:
+        """Every note, oldest first."""
+        newest_first: list[Note] = []
+        node: NoteLog | None = self
+        while node is not None:
+            newest_first.append(node.note)
+            node = node.previous
+        return tuple(reversed(newest_first))
+
+
+@dataclass(frozen=True, slots=True)
 class Contact:
     """One contact with the customer."""
 
@@ -180,7 +198,7 @@ class CustomerState:
     version: int = 0
     owner: Ownership | None = None
     contacts: dict[str, Contact] = field(default_factory=dict)
-    notes: tuple[Note, ...] = ()
+    note_log: NoteLog | None = None
     handoffs: dict[str, Handoff] = field(default_factory=dict)
     promises: dict[str, Promise] = field(default_factory=dict)
     escalations: dict[str, Escalation] = field(default_factory=dict)
@@ -207,6 +225,11 @@ class CustomerState:
     def open_promises(self) -> list[Promise]:
         """Promises not yet kept or cancelled (broken ones can still be kept late)."""
         return [p for p in self.promises.values() if p.status in UNRESOLVED_PROMISE_STATUSES]
+
+    @property
+    def notes(self) -> tuple[Note, ...]:
+        """Every note, oldest first."""
+        return self.note_log.all() if self.note_log else ()
 
     def notes_of(self, contact_id: str) -> list[Note]:
         """Notes of one contact, in order."""
@@ -245,7 +268,7 @@ def evolve(state: CustomerState, envelope: EventEnvelope, event: Event) -> Custo
         return replace(state, contacts={**state.contacts, event.contact_id: contact})
     if isinstance(event, NoteAdded):
         note = Note(event.note_id, event.contact_id, event.author_id, event.text, at)
-        return replace(state, notes=(*state.notes, note))
+        return replace(state, note_log=NoteLog(note, state.note_log))
     if isinstance(event, LoopClosed) and event.contact_id in state.contacts:
         closed = replace(
             state.contacts[event.contact_id],

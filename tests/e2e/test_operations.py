@@ -81,7 +81,8 @@ async def test_one_trace_across_three_services_and_metrics_move(tmp_path: Path, 
             for s in spans(trace_file):
                 if s["trace_id"] == trace_id:
                     by_service[s["service"]].append(s["name"])
-            return by_service if len(by_service) == 3 else {}
+            complete = len(by_service) == 3 and "consume HandoffOffered" in by_service.get("baton-followup", [])
+            return by_service if complete else {}
 
         found = await eventually(one_trace, timeout=20, message="spans of all three services in one trace")
         assert any(name.startswith("POST /v1/customers/") for name in found["baton-intake"])
