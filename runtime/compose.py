@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from runtime.bus.consumer import Projection, ProjectionConsumer, Reactor
 from runtime.bus.nats import JetStreamPublisher, attach, declare, make_broker
 from runtime.bus.outbox import OutboxRelay
 from runtime.config import Settings
+from runtime.events import to_envelope
 from runtime.store.port import DeadlineStore, EventStore, RecordedEvent, ViewStore
 from runtime.telemetry import Family, Metrics, counter, gauge
 
@@ -196,6 +197,39 @@ class ServiceRuntime:
         self.consumers.append(consumer)
         self._subscribers.append(attach(self.broker, consumer, self.settings))
         return consumer
+
+    async def replay_parked(self, consumer: str | None = None, event_id: str | None = None) -> list[dict[str, Any]]:
+        """Re-apply parked messages through their consumer, reading each event from the store.
+
+        Idempotent: a view that has moved past the event skips it. A message replayed
+        successfully is unparked; one that fails again stays parked with the new error.
+        """
+        by_name = {c.name: c for c in self.consumers}
+        results: list[dict[str, Any]] = []
+        for parked in await self.views.parked(consumer):
+            if event_id is not None and parked.event_id != event_id:
+                continue
+            result: dict[str, Any] = {"consumer": parked.consumer, "event_id": parked.event_id}
+            owner = by_name.get(parked.consumer)
+            records = (
+                await self.store.read_stream(parked.tenant_id, parked.stream, parked.version - 1, parked.version)
+                if parked.stream
+                else []
+            )
+            if owner is None or not records or str(records[0].event_id) != parked.event_id:
+                result.update(outcome="not_replayable", reason="no such consumer here or event not in the store")
+                results.append(result)
+                continue
+            try:
+                await owner.apply_through(to_envelope(records[0]))
+            except Exception as exc:
+                result.update(outcome="failed", reason=repr(exc))
+                await self.views.park(replace(parked, error=repr(exc)[:4000], parked_at=self.clock()))
+            else:
+                await self.views.unpark(parked.consumer, parked.event_id)
+                result.update(outcome="replayed")
+            results.append(result)
+        return results
 
     def add_background(self, task: Background) -> None:
         """Run ``task`` from start to stop."""

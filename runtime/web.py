@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from opentelemetry.trace import SpanKind
@@ -209,6 +209,19 @@ def create_app(title: str, description: str, runtime: ServiceRuntime, version: s
                 for p in items
             ]
         }
+
+    @app.post(
+        "/v1/admin/parked/replay",
+        tags=["operations"],
+        summary="Re-apply parked messages from the store (after the cause was fixed)",
+        responses={422: {"description": "Invalid request (problem details)."}},
+    )
+    async def replay_parked(
+        consumer: Annotated[str | None, Query(description="Only this consumer's parked messages.")] = None,
+        event_id: Annotated[str | None, Query(description="Only this event.")] = None,
+    ) -> dict[str, Any]:
+        results = await runtime.replay_parked(consumer, event_id)
+        return {"items": results, "replayed": sum(1 for r in results if r["outcome"] == "replayed")}
 
     return app
 
