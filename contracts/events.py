@@ -257,30 +257,28 @@ class LoopClosed(Event):
 # --- agent directory stream ----------------------------------------------------------
 
 
-class AgentRegistered(Event):
+class AgentEntry(Event):
+    """The fields of a directory entry, shared by AgentRegistered and AgentUpdated."""
+
+    agent_id: EntityId
+    name: ShortText
+    role: AgentRole = AgentRole.AGENT
+    teams: list[EntityId] = Field(default_factory=list)
+    skills: list[EntityId] = Field(default_factory=list)
+    supervisor_id: EntityId | None = None
+    available: bool = True
+
+
+class AgentRegistered(AgentEntry):
     """An agent joined the directory."""
 
     event_type: ClassVar[str] = "AgentRegistered"
-    agent_id: EntityId
-    name: ShortText
-    role: AgentRole = AgentRole.AGENT
-    teams: list[EntityId] = Field(default_factory=list)
-    skills: list[EntityId] = Field(default_factory=list)
-    supervisor_id: EntityId | None = None
-    available: bool = True
 
 
-class AgentUpdated(Event):
+class AgentUpdated(AgentEntry):
     """An agent's directory entry changed (the full new entry)."""
 
     event_type: ClassVar[str] = "AgentUpdated"
-    agent_id: EntityId
-    name: ShortText
-    role: AgentRole = AgentRole.AGENT
-    teams: list[EntityId] = Field(default_factory=list)
-    skills: list[EntityId] = Field(default_factory=list)
-    supervisor_id: EntityId | None = None
-    available: bool = True
 
 
 class AgentAvailabilityChanged(Event):

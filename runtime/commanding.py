@@ -16,7 +16,9 @@ from uuid import UUID, uuid5
 from contracts.envelope import EventEnvelope, TraceContext
 from contracts.errors import RuleViolation
 from contracts.events import Event
-from runtime.events import EventContext, encode_event, payload_of, to_envelope
+from runtime.domain.customer import CustomerState, evolve
+from runtime.domain.directory import DIRECTORY_STREAM, Directory, evolve_directory
+from runtime.events import EventContext, customer_stream, encode_event, payload_of, to_envelope
 from runtime.store.port import EventStore, RecordedEvent, WrongExpectedVersion
 from runtime.telemetry import current_trace_context
 
@@ -117,3 +119,39 @@ def system_context(actor: str, now: datetime, seed: str, cause: EventEnvelope | 
 def _active_or(fallback: TraceContext) -> TraceContext:
     active = current_trace_context()
     return active if active.traceparent else fallback
+
+
+async def load_customer(store: EventStore, tenant_id: str, customer_id: str) -> CustomerState:
+    """A customer's current state, folded from their stream."""
+    state, _ = await load(store, tenant_id, customer_stream(customer_id), CustomerState(customer_id), evolve)
+    return state
+
+
+async def load_directory(store: EventStore, tenant_id: str) -> Directory:
+    """A tenant's agent directory, folded from its stream."""
+    directory, _ = await load(store, tenant_id, DIRECTORY_STREAM, Directory(), evolve_directory)
+    return directory
+
+
+async def execute_for_customer(
+    store: EventStore,
+    tenant_id: str,
+    customer_id: str,
+    decide: Decide[CustomerState],
+    *,
+    context: EventContext,
+    retries: int,
+    after_append: AfterAppend | None = None,
+) -> CommandOutcome[CustomerState]:
+    """``execute`` on a customer's stream with the customer fold."""
+    return await execute(
+        store,
+        tenant_id,
+        customer_stream(customer_id),
+        initial=CustomerState(customer_id),
+        fold=evolve,
+        decide=decide,
+        context=context,
+        retries=retries,
+        after_append=after_append,
+    )

@@ -26,7 +26,7 @@ def test_every_route_is_described_with_problem_responses(app: FastAPI) -> None:
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert operation.get("summary"), f"{method.upper()} {path} has no summary"
-            if method in {"post", "put"}:
+            if method in {"post", "put"} and "operations" not in operation.get("tags", []):
                 body = operation["requestBody"]["content"]["application/json"]["schema"]
                 ref = body["$ref"].split("/")[-1]
                 schema = spec["components"]["schemas"][ref]

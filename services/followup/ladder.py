@@ -24,13 +24,12 @@ from contracts.events import (
     HandoffFailed,
     HandoffOffered,
 )
-from runtime.commanding import Decide, derived_ids, execute, load, system_context
+from runtime.commanding import Decide, derived_ids, execute_for_customer, load_customer, load_directory, system_context
 from runtime.compose import ServiceRuntime
-from runtime.domain.customer import PROMISE_OPEN, CustomerState, evolve
+from runtime.domain.customer import PROMISE_OPEN, CustomerState
 from runtime.domain.decisions import decide_escalate_further, decide_promise_due
-from runtime.domain.directory import DIRECTORY_STREAM, Directory, evolve_directory
+from runtime.domain.directory import Directory
 from runtime.domain.time import due_after
-from runtime.events import customer_stream
 from runtime.policy import Policies
 from runtime.store.port import Deadline, DeadlineStore, RecordedEvent
 from runtime.telemetry import Family, counter, gauge
@@ -136,23 +135,17 @@ class PromiseLadder:
             await self._notifier.notify(tenant, f"handoff-failed-{envelope.event_id}", "handoff.failed", payload)
 
     async def _state(self, tenant: str, customer_id: str) -> CustomerState:
-        state, _ = await load(
-            self._runtime.store, tenant, customer_stream(customer_id), CustomerState(customer_id), evolve
-        )
-        return state
+        return await load_customer(self._runtime.store, tenant, customer_id)
 
     async def _directory(self, tenant: str) -> Directory:
-        directory, _ = await load(self._runtime.store, tenant, DIRECTORY_STREAM, Directory(), evolve_directory)
-        return directory
+        return await load_directory(self._runtime.store, tenant)
 
     async def _record(self, tenant: str, customer_id: str, seed: str, decide: Decide[CustomerState]) -> None:
-        outcome = await execute(
+        outcome = await execute_for_customer(
             self._runtime.store,
             tenant,
-            customer_stream(customer_id),
-            initial=CustomerState(customer_id),
-            fold=evolve,
-            decide=decide,
+            customer_id,
+            decide,
             context=system_context(ACTOR, self._runtime.clock(), seed),
             retries=self._runtime.settings.command_retries,
             after_append=self._after_append,

@@ -23,9 +23,9 @@ from contracts.commands import (
     RequestHandoff,
 )
 from contracts.errors import RuleViolation
-from runtime.commanding import execute, load
+from runtime.commanding import execute, execute_for_customer, load_customer, load_directory
 from runtime.compose import ServiceRuntime
-from runtime.domain.customer import CustomerState, Handoff, evolve
+from runtime.domain.customer import CustomerState, Handoff
 from runtime.domain.decisions import (
     decide_accept_handoff,
     decide_acknowledge_escalation,
@@ -41,7 +41,7 @@ from runtime.domain.decisions import (
 from runtime.domain.directory import DIRECTORY_STREAM, Directory, decide_register_agent, evolve_directory
 from runtime.domain.projections import OwnershipProjection
 from runtime.domain.time import due_after, parse_duration
-from runtime.events import EventContext, customer_stream
+from runtime.events import EventContext
 from runtime.policy import Policies
 from runtime.store.port import RecordedEvent
 from runtime.telemetry import current_trace_context
@@ -273,13 +273,11 @@ def create_intake_app(  # noqa: PLR0915
         ctx: EventContext,
         decide: Callable[[CustomerState], Any],
     ) -> tuple[CustomerState, tuple[RecordedEvent, ...]]:
-        outcome = await execute(
+        outcome = await execute_for_customer(
             store,
             tenant,
-            customer_stream(customer_id),
-            initial=CustomerState(customer_id),
-            fold=evolve,
-            decide=decide,
+            customer_id,
+            decide,
             context=ctx,
             retries=settings.command_retries,
             after_append=after_append,
@@ -287,8 +285,7 @@ def create_intake_app(  # noqa: PLR0915
         return outcome.state, outcome.recorded
 
     async def directory(tenant: str) -> Directory:
-        found, _ = await load(store, tenant, DIRECTORY_STREAM, Directory(), evolve_directory)
-        return found
+        return await load_directory(store, tenant)
 
     def answer(
         state: CustomerState, tenant: str, recorded: Sequence[RecordedEvent], created: bool = True, **extra: Any
@@ -709,7 +706,7 @@ def create_intake_app(  # noqa: PLR0915
         if as_of is not None:
             state = await load_state_as_of(store, tenant, customer_id, parse_as_of(as_of))
         else:
-            state, _ = await load(store, tenant, customer_stream(customer_id), CustomerState(customer_id), evolve)
+            state = await load_customer(store, tenant, customer_id)
         if not state.exists:
             raise RuleViolation("not_found", "customer_not_found", f"no customer {customer_id} in tenant {tenant}")
         return customer_json(state, tenant)

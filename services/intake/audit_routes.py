@@ -19,10 +19,9 @@ from contracts.errors import RuleViolation
 from runtime.audit.history import owner_as_of, replay, state_as_of
 from runtime.audit.timeline_page import CONTENT_SECURITY_POLICY, render_timeline_page
 from runtime.audit.verify import verify_stream
-from runtime.commanding import load
+from runtime.commanding import load_directory
 from runtime.compose import ServiceRuntime
 from runtime.domain.customer import CustomerState
-from runtime.domain.directory import DIRECTORY_STREAM, Directory, evolve_directory
 from runtime.events import customer_stream, to_envelope
 from runtime.store.port import EventStore, RecordedEvent
 from runtime.web import tenant_dependency
@@ -74,7 +73,7 @@ async def load_state_as_of(store: EventStore, tenant: str, customer_id: str, as_
 
 async def agent_names(store: EventStore, tenant: str) -> dict[str, str]:
     """Agent id -> name, from the tenant's directory stream."""
-    directory, _ = await load(store, tenant, DIRECTORY_STREAM, Directory(), evolve_directory)
+    directory = await load_directory(store, tenant)
     return {agent_id: agent.name for agent_id, agent in directory.agents.items() if agent.name}
 
 

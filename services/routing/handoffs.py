@@ -18,13 +18,11 @@ from contracts.events import (
     HandoffOffered,
     HandoffRequested,
 )
-from runtime.commanding import Decide, derived_ids, execute, load, system_context
+from runtime.commanding import Decide, derived_ids, execute_for_customer, load_directory, system_context
 from runtime.compose import ServiceRuntime
-from runtime.domain.customer import CustomerState, evolve
+from runtime.domain.customer import CustomerState
 from runtime.domain.decisions import Decided, RoutingFacts, decide_expire_offer, decide_next_offer, rank_candidates
-from runtime.domain.directory import DIRECTORY_STREAM, Directory, evolve_directory
 from runtime.domain.projections import OwnershipProjection
-from runtime.events import customer_stream
 from runtime.store.port import Deadline, DeadlineStore, RecordedEvent
 
 log = logging.getLogger(__name__)
@@ -83,13 +81,11 @@ class HandoffRouter:
         self, tenant: str, customer_id: str, seed: str, cause: EventEnvelope | None, decide: Decide[CustomerState]
     ) -> None:
         context = system_context(ACTOR, self._runtime.clock(), seed, cause)
-        outcome = await execute(
+        outcome = await execute_for_customer(
             self._runtime.store,
             tenant,
-            customer_stream(customer_id),
-            initial=CustomerState(customer_id),
-            fold=evolve,
-            decide=decide,
+            customer_id,
+            decide,
             context=context,
             retries=self._runtime.settings.command_retries,
             after_append=self._after_append,
@@ -100,7 +96,7 @@ class HandoffRouter:
     async def offer_next(self, tenant: str, customer_id: str, handoff_id: str, cause: EventEnvelope) -> None:
         """Offer the hand-off to the best candidate not yet asked, or fail it."""
         store = self._runtime.store
-        directory, _ = await load(store, tenant, DIRECTORY_STREAM, Directory(), evolve_directory)
+        directory = await load_directory(store, tenant)
         agents = list(directory.agents.values())
         workload = {
             a.agent_id: len(await self._runtime.views.find(OwnershipProjection.view, tenant, "owner_id", a.agent_id))
