@@ -257,7 +257,7 @@ class LoopClosed(Event):
 # --- agent directory stream ----------------------------------------------------------
 
 
-class AgentEntry(Event):
+class AgentEntry(BaseModel):
     """The fields of a directory entry, shared by AgentRegistered and AgentUpdated."""
 
     agent_id: EntityId
@@ -269,13 +269,13 @@ class AgentEntry(Event):
     available: bool = True
 
 
-class AgentRegistered(AgentEntry):
+class AgentRegistered(Event, AgentEntry):
     """An agent joined the directory."""
 
     event_type: ClassVar[str] = "AgentRegistered"
 
 
-class AgentUpdated(AgentEntry):
+class AgentUpdated(Event, AgentEntry):
     """An agent's directory entry changed (the full new entry)."""
 
     event_type: ClassVar[str] = "AgentUpdated"

@@ -232,7 +232,35 @@ class _Lazy:
                 self._done = True
 
 
-class MongoEventStore(EventStore):
+class _MongoStore:
+    """What every MongoDB store shares: its database, the client it may own (``from_uri``),
+    indexes created lazily before the first operation, ``ping`` and ``close``."""
+
+    def __init__(self, database: AsyncDatabase[Any]) -> None:
+        self._db = database
+        self._client: AsyncMongoClient[Any] | None = None
+        self._ready = _Lazy(self.ensure_indexes)
+
+    async def ensure_indexes(self) -> None:
+        """Create every index this store relies on (idempotent)."""
+        raise NotImplementedError
+
+    def _owning(self, client: AsyncMongoClient[Any]) -> Self:
+        self._client = client
+        return self
+
+    async def ping(self) -> None:
+        """Raise if the server does not answer a ``ping`` command."""
+        await self._db.command("ping")
+
+    async def close(self) -> None:
+        """Close the client if this store created it (``from_uri``); otherwise nothing."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+
+class MongoEventStore(_MongoStore, EventStore):
     """The event store on MongoDB: one document per append, no transactions needed.
 
     ``database`` is a ``pymongo.asynchronous.database.AsyncDatabase`` (or anything with
@@ -260,15 +288,13 @@ class MongoEventStore(EventStore):
     ) -> None:
         if gap_timeout < 0 or gap_poll_interval <= 0 or max_append_attempts < 1:
             raise ValueError("gap_timeout >= 0, gap_poll_interval > 0, max_append_attempts >= 1")
-        self._db = database
+        super().__init__(database)
         self._clock: Clock = clock or _utc_now
         self._gap_timeout = gap_timeout
         self._gap_poll = gap_poll_interval
         self._max_attempts = max_append_attempts
         self._commits = _collection(database, _COMMITS)
         self._counters = _collection(database, _COUNTERS)
-        self._client: AsyncMongoClient[Any] | None = None
-        self._ready = _Lazy(self.ensure_indexes)
 
     @classmethod
     def from_uri(
@@ -287,9 +313,7 @@ class MongoEventStore(EventStore):
         happens here: indexes are created on first use (or by ``ensure_indexes``).
         """
         client = _new_client(uri, **client_options)
-        store = cls(client[database], clock=clock, gap_timeout=gap_timeout)
-        store._client = client
-        return store
+        return cls(client[database], clock=clock, gap_timeout=gap_timeout)._owning(client)
 
     async def ensure_indexes(self) -> None:
         """Create every index this store relies on (idempotent), and seed the counter.
@@ -700,18 +724,8 @@ class MongoEventStore(EventStore):
 
     # -------------------------------------------------------------- lifecycle
 
-    async def ping(self) -> None:
-        """Raise if the server does not answer a ``ping`` command."""
-        await self._db.command("ping")
 
-    async def close(self) -> None:
-        """Close the client if this store created it (``from_uri``); otherwise nothing."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
-
-
-class MongoViewStore(ViewStore):
+class MongoViewStore(_MongoStore, ViewStore):
     """Services' views, checkpoints and parked messages on MongoDB.
 
     ``views`` holds ``{view, tenant_id, key, version, doc}`` with a unique index on
@@ -723,20 +737,16 @@ class MongoViewStore(ViewStore):
     """
 
     def __init__(self, database: AsyncDatabase[Any], *, clock: Clock | None = None) -> None:
-        self._db = database
+        super().__init__(database)
         self._clock: Clock = clock or _utc_now
         self._views = _collection(database, _VIEWS)
         self._parked = _collection(database, _PARKED)
-        self._client: AsyncMongoClient[Any] | None = None
-        self._ready = _Lazy(self.ensure_indexes)
 
     @classmethod
     def from_uri(cls, uri: str, database: str, *, clock: Clock | None = None, **client_options: Any) -> Self:
         """A view store on its own ``AsyncMongoClient`` (see ``MongoEventStore.from_uri``)."""
         client = _new_client(uri, **client_options)
-        store = cls(client[database], clock=clock)
-        store._client = client
-        return store
+        return cls(client[database], clock=clock)._owning(client)
 
     async def ensure_indexes(self) -> None:
         """Create every index the view store relies on (idempotent)."""
@@ -893,18 +903,8 @@ class MongoViewStore(ViewStore):
         await self._ready()
         await self._parked.delete_one({"consumer": consumer, "event_id": event_id})
 
-    async def ping(self) -> None:
-        """Raise if the server does not answer a ``ping`` command."""
-        await self._db.command("ping")
 
-    async def close(self) -> None:
-        """Close the client if this store created it (``from_uri``); otherwise nothing."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
-
-
-class MongoDeadlineStore(DeadlineStore):
+class MongoDeadlineStore(_MongoStore, DeadlineStore):
     """Durable deadlines on MongoDB: one document per ``(timer, tenant_id, key)``.
 
     ``deadlines`` holds ``{timer, tenant_id, key, due_at, data}`` with a unique index on
@@ -915,18 +915,14 @@ class MongoDeadlineStore(DeadlineStore):
     """
 
     def __init__(self, database: AsyncDatabase[Any]) -> None:
-        self._db = database
+        super().__init__(database)
         self._deadlines = _collection(database, _DEADLINES)
-        self._client: AsyncMongoClient[Any] | None = None
-        self._ready = _Lazy(self.ensure_indexes)
 
     @classmethod
     def from_uri(cls, uri: str, database: str, **client_options: Any) -> Self:
         """A deadline store on its own ``AsyncMongoClient`` (see ``MongoEventStore``)."""
         client = _new_client(uri, **client_options)
-        store = cls(client[database])
-        store._client = client
-        return store
+        return cls(client[database])._owning(client)
 
     async def ensure_indexes(self) -> None:
         """Create every index the deadline store relies on (idempotent)."""
@@ -1008,13 +1004,3 @@ class MongoDeadlineStore(DeadlineStore):
         """How many deadlines of ``timer`` are pending (due or not)."""
         await self._ready()
         return await self._deadlines.count_documents({"timer": timer})
-
-    async def ping(self) -> None:
-        """Raise if the server does not answer a ``ping`` command."""
-        await self._db.command("ping")
-
-    async def close(self) -> None:
-        """Close the client if this store created it (``from_uri``); otherwise nothing."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()

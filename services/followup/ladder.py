@@ -137,8 +137,14 @@ class PromiseLadder:
     async def _state(self, tenant: str, customer_id: str) -> CustomerState:
         return await load_customer(self._runtime.store, tenant, customer_id)
 
-    async def _directory(self, tenant: str) -> Directory:
-        return await load_directory(self._runtime.store, tenant)
+    async def _directory(self, tenant: str, cache: dict[str, Directory] | None = None) -> Directory:
+        """The tenant's directory, read once per batch of due deadlines when ``cache`` is given."""
+        if cache is not None and tenant in cache:
+            return cache[tenant]
+        directory = await load_directory(self._runtime.store, tenant)
+        if cache is not None:
+            cache[tenant] = directory
+        return directory
 
     async def _record(self, tenant: str, customer_id: str, seed: str, decide: Decide[CustomerState]) -> None:
         outcome = await execute_for_customer(
@@ -155,8 +161,11 @@ class PromiseLadder:
                 level = int(json.loads(record.data)["level"])
                 self.escalations_by_level[level] = self.escalations_by_level.get(level, 0) + 1
 
-    async def fire(self, deadline: Deadline, now: datetime) -> None:
-        """Carry out one due step (idempotent), then forget the deadline."""
+    async def fire(self, deadline: Deadline, now: datetime, directories: dict[str, Directory] | None = None) -> None:
+        """Carry out one due step (idempotent), then forget the deadline.
+
+        ``directories`` caches tenants' directories across one batch of due deadlines.
+        """
         tenant = deadline.tenant_id
         customer_id = str(deadline.data["customer_id"])
         subject_id = str(deadline.data["subject_id"])
@@ -174,7 +183,7 @@ class PromiseLadder:
                 }
                 await self._notifier.notify(tenant, f"reminder-{seed}", "promise.reminder", payload)
         elif step == DUE:
-            directory = await self._directory(tenant)
+            directory = await self._directory(tenant, directories)
 
             def decide_due(state: CustomerState) -> Any:
                 promise = state.promises.get(subject_id)
@@ -185,7 +194,7 @@ class PromiseLadder:
 
             await self._record(tenant, customer_id, seed, decide_due)
         elif step == ESCALATE:
-            directory = await self._directory(tenant)
+            directory = await self._directory(tenant, directories)
 
             def decide_climb(state: CustomerState) -> Any:
                 escalation = state.escalations.get(subject_id)
@@ -205,11 +214,12 @@ class PromiseLadder:
         if not due:
             return 0
         gate = asyncio.Semaphore(FIRE_CONCURRENCY)
+        directories: dict[str, Directory] = {}
 
         async def fire_one(deadline: Deadline) -> bool:
             async with gate:
                 try:
-                    await self.fire(deadline, now)
+                    await self.fire(deadline, now, directories)
                     return True
                 except Exception as exc:  # retried at the next tick: the deadline stays
                     log.warning("deadline %s failed, will retry: %r", deadline.key, exc)

@@ -293,6 +293,29 @@ def create_intake_app(  # noqa: PLR0915
         body = {**customer_json(state, tenant), **extra, "recorded_event_ids": [str(r.event_id) for r in recorded]}
         return Remembered(201 if created and recorded else 200, body)
 
+    async def change_customer(
+        request: Request,
+        tenant: str,
+        customer_id: str,
+        key: str | None,
+        command: BaseModel,
+        actor: str,
+        decide: Callable[[CustomerState, Callable[[], UUID]], Any],
+        describe: Callable[[CustomerState], dict[str, Any]],
+        on_recorded: Callable[[CustomerState], None] | None = None,
+    ) -> JSONResponse:
+        """A command on an existing customer that answers 200 with the customer and ``describe``."""
+
+        async def run(ids: IdSource) -> Remembered:
+            state, recorded = await customer_command(
+                tenant, customer_id, context(request, actor), lambda s: decide(s, ids.uuids())
+            )
+            if recorded and on_recorded is not None:
+                on_recorded(state)
+            return answer(state, tenant, recorded, created=False, **describe(state))
+
+        return await idempotent(request, tenant, key, command, run)
+
     # --- agents ------------------------------------------------------------------------
 
     @app.put(
@@ -432,16 +455,16 @@ def create_intake_app(  # noqa: PLR0915
         tenant: Tenant,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        async def run(ids: IdSource) -> Remembered:
-            state, recorded = await customer_command(
-                tenant,
-                customer_id,
-                context(request, f"agent:{command.agent_id}"),
-                lambda s: decide_close_loop(s, contact_id, command, ids.uuids()),
-            )
-            return answer(state, tenant, recorded, created=False, contact_id=contact_id)
-
-        return await idempotent(request, tenant, idempotency_key, command, run)
+        return await change_customer(
+            request,
+            tenant,
+            customer_id,
+            idempotency_key,
+            command,
+            f"agent:{command.agent_id}",
+            lambda s, new_id: decide_close_loop(s, contact_id, command, new_id),
+            lambda s: {"contact_id": contact_id},
+        )
 
     @app.post(
         "/v1/customers/{customer_id}/handoffs",
@@ -497,26 +520,21 @@ def create_intake_app(  # noqa: PLR0915
         tenant: Tenant,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        async def run(ids: IdSource) -> Remembered:
-            state, recorded = await customer_command(
-                tenant,
-                customer_id,
-                context(request, f"agent:{command.agent_id}"),
-                lambda s: decide_accept_handoff(s, handoff_id, command, runtime.clock(), ids.uuids()),
-            )
-            if recorded:
-                waited = runtime.clock() - state.handoffs[handoff_id].requested_at
-                runtime.metrics.handoff_acceptance.observe(waited.total_seconds())
-            return answer(
-                state,
-                tenant,
-                recorded,
-                created=False,
-                handoff_id=handoff_id,
-                handoff=_handoff_json(state.handoffs[handoff_id], state),
-            )
+        def observe_wait(state: CustomerState) -> None:
+            waited = runtime.clock() - state.handoffs[handoff_id].requested_at
+            runtime.metrics.handoff_acceptance.observe(waited.total_seconds())
 
-        return await idempotent(request, tenant, idempotency_key, command, run)
+        return await change_customer(
+            request,
+            tenant,
+            customer_id,
+            idempotency_key,
+            command,
+            f"agent:{command.agent_id}",
+            lambda s, new_id: decide_accept_handoff(s, handoff_id, command, runtime.clock(), new_id),
+            lambda s: {"handoff_id": handoff_id, "handoff": _handoff_json(s.handoffs[handoff_id], s)},
+            on_recorded=observe_wait,
+        )
 
     @app.post(
         "/v1/customers/{customer_id}/handoffs/{handoff_id}/decline",
@@ -532,23 +550,16 @@ def create_intake_app(  # noqa: PLR0915
         tenant: Tenant,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        async def run(ids: IdSource) -> Remembered:
-            state, recorded = await customer_command(
-                tenant,
-                customer_id,
-                context(request, f"agent:{command.agent_id}"),
-                lambda s: decide_decline_handoff(s, handoff_id, command, runtime.clock(), ids.uuids()),
-            )
-            return answer(
-                state,
-                tenant,
-                recorded,
-                created=False,
-                handoff_id=handoff_id,
-                handoff=_handoff_json(state.handoffs[handoff_id], state),
-            )
-
-        return await idempotent(request, tenant, idempotency_key, command, run)
+        return await change_customer(
+            request,
+            tenant,
+            customer_id,
+            idempotency_key,
+            command,
+            f"agent:{command.agent_id}",
+            lambda s, new_id: decide_decline_handoff(s, handoff_id, command, runtime.clock(), new_id),
+            lambda s: {"handoff_id": handoff_id, "handoff": _handoff_json(s.handoffs[handoff_id], s)},
+        )
 
     # --- promises and escalations ----------------------------------------------------------
 
@@ -607,18 +618,16 @@ def create_intake_app(  # noqa: PLR0915
         tenant: Tenant,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        async def run(ids: IdSource) -> Remembered:
-            state, recorded = await customer_command(
-                tenant,
-                customer_id,
-                context(request, f"agent:{command.agent_id}"),
-                lambda s: decide_complete_callback(s, promise_id, command, runtime.clock(), ids.uuids()),
-            )
-            return answer(
-                state, tenant, recorded, created=False, promise_id=promise_id, status=state.promises[promise_id].status
-            )
-
-        return await idempotent(request, tenant, idempotency_key, command, run)
+        return await change_customer(
+            request,
+            tenant,
+            customer_id,
+            idempotency_key,
+            command,
+            f"agent:{command.agent_id}",
+            lambda s, new_id: decide_complete_callback(s, promise_id, command, runtime.clock(), new_id),
+            lambda s: {"promise_id": promise_id, "status": s.promises[promise_id].status},
+        )
 
     @app.post(
         "/v1/customers/{customer_id}/promises/{promise_id}/cancel",
@@ -634,19 +643,17 @@ def create_intake_app(  # noqa: PLR0915
         tenant: Tenant,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        async def run(ids: IdSource) -> Remembered:
-            actor = f"agent:{command.agent_id}" if command.agent_id else f"api:{tenant}"
-            state, recorded = await customer_command(
-                tenant,
-                customer_id,
-                context(request, actor),
-                lambda s: decide_cancel_callback(s, promise_id, command, ids.uuids()),
-            )
-            return answer(
-                state, tenant, recorded, created=False, promise_id=promise_id, status=state.promises[promise_id].status
-            )
-
-        return await idempotent(request, tenant, idempotency_key, command, run)
+        actor = f"agent:{command.agent_id}" if command.agent_id else f"api:{tenant}"
+        return await change_customer(
+            request,
+            tenant,
+            customer_id,
+            idempotency_key,
+            command,
+            actor,
+            lambda s, new_id: decide_cancel_callback(s, promise_id, command, new_id),
+            lambda s: {"promise_id": promise_id, "status": s.promises[promise_id].status},
+        )
 
     @app.get("/v1/escalations", tags=["escalations"], summary="Escalations of the tenant, by status")
     async def list_escalations(

@@ -101,6 +101,7 @@ class HandoffRouter:
         workload = {
             a.agent_id: len(await self._runtime.views.find(OwnershipProjection.view, tenant, "owner_id", a.agent_id))
             for a in agents
+            if a.available  # only available agents can be offered anything
         }
         now = self._runtime.clock()
 
